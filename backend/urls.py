@@ -1,0 +1,14 @@
+from django.contrib import admin
+from django.urls import path
+
+from backend.enrollments.views import EnrollmentDetailView, EnrollmentListCreateView
+from backend.health import healthz
+from backend.products.views import ProductListView
+
+urlpatterns = [
+    path("healthz", healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+    path("api/products/", ProductListView.as_view(), name="product-list"),
+    path("api/enrollments/", EnrollmentListCreateView.as_view(), name="enrollment-list"),
+    path("api/enrollments/<int:pk>/", EnrollmentDetailView.as_view(), name="enrollment-detail"),
+]

@@ -1,0 +1,8 @@
+"""A transactional outbox for Django email.
+
+Public API:
+- `outbox_worker.services.outbox_enqueue`: queue an email inside the caller's transaction.
+- `outbox_worker.services.outbox_resend` / `outbox_cancel`: operator actions.
+- `python manage.py outbox_worker`: the delivery worker.
+- the admin for `OutboxMessage`.
+"""

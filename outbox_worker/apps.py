@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
+
+
+class OutboxWorkerConfig(AppConfig):
+    name = "outbox_worker"
+    label = "outbox_worker"
+    verbose_name = _("Outbox de emails")
+    default_auto_field = "django.db.models.BigAutoField"

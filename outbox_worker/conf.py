@@ -1,0 +1,49 @@
+"""The outbox's settings: one property per setting, its default in one place."""
+
+from django.conf import settings
+
+
+class OutboxSettings:
+    @property
+    def MAX_ATTEMPTS(self) -> int:
+        """Deliveries a message gets before it is marked failed."""
+        return int(getattr(settings, "OUTBOX_MAX_ATTEMPTS", 5))
+
+    @property
+    def LEASE_SECONDS(self) -> float:
+        """How long a claim lasts; after it, another worker may take the row.
+
+        Must cover one send with its in-process retries (EMAIL_TIMEOUT × tries
+        plus the backoff waits), or a slow send is delivered twice.
+        """
+        return float(getattr(settings, "OUTBOX_LEASE_SECONDS", 120.0))
+
+    @property
+    def BATCH_SIZE(self) -> int:
+        return int(getattr(settings, "OUTBOX_BATCH_SIZE", 50))
+
+    @property
+    def POLL_INTERVAL(self) -> float:
+        """Seconds the worker sleeps when it found nothing to send."""
+        return float(getattr(settings, "OUTBOX_POLL_INTERVAL", 2.0))
+
+    @property
+    def SEND_TRIES(self) -> int:
+        """Tries inside one delivery for transient errors (tenacity)."""
+        return int(getattr(settings, "OUTBOX_SEND_TRIES", 3))
+
+    @property
+    def SEND_RETRY_WAIT(self) -> tuple[float, float]:
+        """(initial, maximum) seconds between in-process tries, jittered."""
+        return tuple(getattr(settings, "OUTBOX_SEND_RETRY_WAIT", (0.5, 5.0)))
+
+    @property
+    def BACKOFF(self) -> tuple[float, float]:
+        """(base, maximum) seconds before the next delivery after a transient failure.
+
+        The delay doubles with each attempt: base, 2×base, 4×base … up to maximum.
+        """
+        return tuple(getattr(settings, "OUTBOX_BACKOFF", (30.0, 3600.0)))
+
+
+outbox_settings = OutboxSettings()

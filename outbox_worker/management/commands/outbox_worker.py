@@ -1,0 +1,60 @@
+from django.core.management.base import BaseCommand, CommandParser
+
+from outbox_worker.conf import outbox_settings
+from outbox_worker.worker import OutboxWorker
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError
+    return number
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise ValueError
+    return number
+
+
+def _non_negative_float(value: str) -> float:
+    number = float(value)
+    if not number >= 0:
+        raise ValueError
+    return number
+
+
+class Command(BaseCommand):
+    help = "Deliver queued outbox emails until stopped (SIGTERM/SIGINT finishes the message in hand)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--once", action="store_true", help="Deliver everything due now, then exit.")
+        parser.add_argument(
+            "--batch-size", type=_positive_int, default=None,
+            help=f"Messages claimed per turn (default {outbox_settings.BATCH_SIZE}, OUTBOX_BATCH_SIZE).",
+        )
+        parser.add_argument(
+            "--poll-interval", type=_non_negative_float, default=None,
+            help=f"Seconds to wait when nothing is due (default {outbox_settings.POLL_INTERVAL}).",
+        )
+        parser.add_argument(
+            "--lease-seconds", type=_positive_float, default=None,
+            help=(
+                f"How long a claim lasts before another worker may take the row "
+                f"(default {outbox_settings.LEASE_SECONDS}); must cover one send with its retries."
+            ),
+        )
+
+    def handle(self, *args: object, **options: object) -> None:
+        worker = OutboxWorker(
+            batch_size=options["batch_size"],
+            poll_interval=options["poll_interval"],
+            lease_seconds=options["lease_seconds"],
+            once=bool(options["once"]),
+        )
+        worker.install_signal_handlers()
+        stats = worker.run()
+        if options["once"]:
+            summary = ", ".join(f"{key}: {value}" for key, value in sorted(stats.items())) or "nothing due"
+            self.stdout.write(f"outbox_worker --once done ({summary})")

@@ -1,0 +1,115 @@
+"""The outbox tables: one row per email to send, one row per delivery try."""
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+
+class OutboxStatus(models.TextChoices):
+    PENDING = "pending", _("pendente")
+    SENDING = "sending", _("enviando")
+    SENT = "sent", _("enviado")
+    FAILED = "failed", _("falhou")
+    CANCELLED = "cancelled", _("cancelado")
+
+
+class OutboxMessage(models.Model):
+    """An email waiting to be sent, or the record of one that was.
+
+    A row carries everything needed to build the email, so the worker never
+    reads the domain tables. While a worker holds a row, `status` is
+    `sending`, `locked_by` names the worker and `locked_until` is the lease
+    expiry: after that moment any worker may take the row again.
+    """
+
+    from_email = models.CharField(_("remetente"), max_length=320)
+    to = models.JSONField(_("para"), default=list)
+    cc = models.JSONField(default=list, blank=True)
+    bcc = models.JSONField(default=list, blank=True)
+    reply_to = models.JSONField(_("responder para"), default=list, blank=True)
+    subject = models.CharField(_("assunto"), max_length=998)
+    body_text = models.TextField(_("texto"))
+    body_html = models.TextField(_("HTML"), blank=True)
+    headers = models.JSONField(_("cabeçalhos"), default=dict, blank=True)
+    # Fixed at enqueue so every retry carries the same Message-ID: a receiving
+    # server (and the student's mail client) can then recognise a duplicate.
+    message_id = models.CharField(_("Message-ID"), max_length=255, unique=True)
+
+    status = models.CharField(
+        _("situação"), max_length=16, choices=OutboxStatus.choices, default=OutboxStatus.PENDING
+    )
+    # Deliveries started (claims), including one cut short by a crashed worker.
+    attempts = models.PositiveIntegerField(_("tentativas"), default=0)
+    max_attempts = models.PositiveIntegerField(_("máximo de tentativas"), default=5)
+    available_at = models.DateTimeField(_("próxima tentativa"), default=timezone.now)
+    locked_by = models.CharField(_("worker"), max_length=128, blank=True)
+    locked_until = models.DateTimeField(_("reservado até"), null=True, blank=True)
+    last_error = models.TextField(_("último erro"), blank=True)
+
+    kind = models.CharField(_("tipo"), max_length=64, blank=True)
+    # What caused the email, as "app_label.model:pk" (e.g. "enrollments.enrollment:42").
+    source = models.CharField(_("origem"), max_length=128, blank=True, db_index=True)
+    # One business event enqueues at most one message: a second enqueue with
+    # the same key is refused by the database, not by a racy check.
+    dedup_key = models.CharField(_("chave de deduplicação"), max_length=255, unique=True)
+    resent_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="resends"
+    )
+
+    created_at = models.DateTimeField(_("criado em"), default=timezone.now)
+    updated_at = models.DateTimeField(_("atualizado em"), auto_now=True)
+    sent_at = models.DateTimeField(_("enviado em"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("mensagem da outbox")
+        verbose_name_plural = _("mensagens da outbox")
+        ordering = ["-created_at", "-id"]
+        permissions = [("resend_outboxmessage", _("Pode reenviar mensagens da outbox"))]
+        indexes = [
+            # The claim query reads only these rows; finished rows (the vast
+            # majority over time) stay out of the index entirely.
+            models.Index(
+                fields=["available_at", "id"],
+                name="outbox_due_idx",
+                condition=Q(status="pending"),
+            ),
+            models.Index(
+                fields=["locked_until"],
+                name="outbox_lease_idx",
+                condition=Q(status="sending"),
+            ),
+            models.Index(fields=["status", "-created_at"], name="outbox_status_created_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.subject} → {', '.join(self.to)}"
+
+
+class AttemptOutcome(models.TextChoices):
+    SENT = "sent", _("enviado")
+    TRANSIENT = "transient", _("erro temporário")
+    PERMANENT = "permanent", _("erro permanente")
+    ABANDONED = "abandoned", _("abandonado")
+
+
+class DeliveryAttempt(models.Model):
+    """One conversation with the email backend about one message."""
+
+    message = models.ForeignKey(OutboxMessage, on_delete=models.CASCADE, related_name="delivery_attempts")
+    attempt = models.PositiveIntegerField(_("tentativa"))
+    try_number = models.PositiveIntegerField(_("envio"), default=1)
+    worker = models.CharField(max_length=128)
+    started_at = models.DateTimeField(_("início"))
+    finished_at = models.DateTimeField(_("fim"))
+    outcome = models.CharField(_("resultado"), max_length=16, choices=AttemptOutcome.choices)
+    smtp_code = models.PositiveSmallIntegerField(_("código SMTP"), null=True, blank=True)
+    error = models.TextField(_("erro"), blank=True)
+
+    class Meta:
+        verbose_name = _("tentativa de entrega")
+        verbose_name_plural = _("tentativas de entrega")
+        ordering = ["started_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.message_id} #{self.attempt}.{self.try_number} {self.outcome}"

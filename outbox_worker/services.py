@@ -1,0 +1,162 @@
+"""The outbox's public write API: enqueue, resend, cancel."""
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.utils import make_msgid
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from .conf import outbox_settings
+from .models import OutboxMessage, OutboxStatus
+
+
+class OutboxError(Exception):
+    """A caller used the outbox wrongly; the message says how."""
+
+
+def _message_id_domain(from_email: str) -> str:
+    address = from_email.rsplit("<", 1)[-1].rstrip(">")
+    return address.rsplit("@", 1)[-1] if "@" in address else "localhost"
+
+
+def _reject_line_breaks(**values: object) -> None:
+    # A CR or LF in a header value would let the text start a new header
+    # (header injection). Refuse it here, where the caller can still react.
+    for name, value in values.items():
+        items = value if isinstance(value, (list, tuple)) else [value]
+        for item in items:
+            if "\r" in str(item) or "\n" in str(item):
+                raise OutboxError(f"{name} must not contain line breaks")
+
+
+def outbox_enqueue(
+    *,
+    to: Sequence[str],
+    subject: str,
+    body_text: str,
+    body_html: str = "",
+    from_email: str | None = None,
+    reply_to: Sequence[str] = (),
+    cc: Sequence[str] = (),
+    bcc: Sequence[str] = (),
+    headers: Mapping[str, str] | None = None,
+    kind: str = "",
+    source: str = "",
+    dedup_key: str | None = None,
+    max_attempts: int | None = None,
+    available_at: datetime | None = None,
+) -> OutboxMessage:
+    """Queue an email to be sent after the caller's transaction commits.
+
+    Must run inside `transaction.atomic()`: the point of an outbox is that the
+    email exists if and only if the business change that caused it does.
+    `dedup_key` names the event (e.g. "enrollment-confirmation:42"); a second
+    enqueue with the same key raises IntegrityError and so rolls the caller back.
+    """
+    if not connection.in_atomic_block:
+        raise OutboxError("outbox_enqueue must be called inside transaction.atomic()")
+    if not to:
+        raise OutboxError("an email needs at least one recipient")
+    headers = dict(headers or {})
+    from_email = from_email or settings.DEFAULT_FROM_EMAIL
+    _reject_line_breaks(
+        subject=subject, to=list(to), cc=list(cc), bcc=list(bcc), reply_to=list(reply_to),
+        from_email=from_email, headers=list(headers) + list(headers.values()),
+    )
+    now = timezone.now()
+    return OutboxMessage.objects.create(
+        from_email=from_email,
+        to=list(to),
+        cc=list(cc),
+        bcc=list(bcc),
+        reply_to=list(reply_to),
+        subject=subject,
+        body_text=body_text,
+        body_html=body_html,
+        headers=headers,
+        message_id=make_msgid(domain=_message_id_domain(from_email)),
+        kind=kind,
+        source=source,
+        dedup_key=dedup_key or uuid.uuid4().hex,
+        max_attempts=max_attempts or outbox_settings.MAX_ATTEMPTS,
+        available_at=available_at or now,
+        created_at=now,
+    )
+
+
+@dataclass
+class ActionReport:
+    """What an operator action did to each selected message, by id."""
+
+    changed: list[int] = field(default_factory=list)
+    created: dict[int, int] = field(default_factory=dict)  # original id -> new copy id
+    refused: dict[int, str] = field(default_factory=dict)  # id -> reason
+
+
+def _lease_is_live(message: OutboxMessage, now: datetime) -> bool:
+    return message.status == OutboxStatus.SENDING and message.locked_until is not None and message.locked_until > now
+
+
+def outbox_resend(*, message_ids: Iterable[int]) -> ActionReport:
+    """Queue selected messages again; nothing is sent in the caller's request.
+
+    failed/cancelled → pending, due now, with a fresh attempt budget;
+    sent → a new copy (new Message-ID) is queued and the original kept;
+    pending or held by a worker → refused (it is already on its way).
+    """
+    report = ActionReport()
+    now = timezone.now()
+    for message in OutboxMessage.objects.filter(pk__in=list(message_ids)).order_by("pk"):
+        if message.status in (OutboxStatus.FAILED, OutboxStatus.CANCELLED):
+            # Guarded on the status we saw: a concurrent action wins, not both.
+            updated = OutboxMessage.objects.filter(pk=message.pk, status=message.status).update(
+                status=OutboxStatus.PENDING,
+                available_at=now,
+                max_attempts=F("attempts") + outbox_settings.MAX_ATTEMPTS,
+                updated_at=now,
+            )
+            if updated:
+                report.changed.append(message.pk)
+            else:
+                report.refused[message.pk] = "changed by someone else meanwhile"
+        elif message.status == OutboxStatus.SENT:
+            with transaction.atomic():
+                copy = outbox_enqueue(
+                    to=message.to, cc=message.cc, bcc=message.bcc, reply_to=message.reply_to,
+                    subject=message.subject, body_text=message.body_text, body_html=message.body_html,
+                    from_email=message.from_email, headers=message.headers, kind=message.kind,
+                    source=message.source, dedup_key=f"resend:{message.pk}:{uuid.uuid4().hex}",
+                )
+                copy.resent_from = message
+                copy.save(update_fields=["resent_from"])
+            report.created[message.pk] = copy.pk
+        elif _lease_is_live(message, now):
+            report.refused[message.pk] = "a worker is delivering it right now"
+        else:
+            report.refused[message.pk] = "already queued"
+    return report
+
+
+def outbox_cancel(*, message_ids: Iterable[int]) -> ActionReport:
+    """Cancel selected messages that are still waiting; refuse the rest."""
+    report = ActionReport()
+    now = timezone.now()
+    waiting = Q(status=OutboxStatus.PENDING) | Q(status=OutboxStatus.SENDING, locked_until__lt=now)
+    for message in OutboxMessage.objects.filter(pk__in=list(message_ids)).order_by("pk"):
+        if _lease_is_live(message, now):
+            report.refused[message.pk] = "a worker is delivering it right now"
+            continue
+        # Guarded: a row a worker claims at this very instant is not cancelled.
+        updated = OutboxMessage.objects.filter(waiting, pk=message.pk).update(
+            status=OutboxStatus.CANCELLED, locked_by="", locked_until=None, updated_at=now
+        )
+        if updated:
+            report.changed.append(message.pk)
+        else:
+            report.refused[message.pk] = f"cannot cancel a message that is {message.get_status_display()}"
+    return report
