@@ -63,9 +63,7 @@ RETURNING *
 """
 
 
-def outbox_claim_batch(
-    *, worker_id: str, limit: int, lease_seconds: float, now: datetime
-) -> list[OutboxMessage]:
+def outbox_claim_batch(*, worker_id: str, limit: int, lease_seconds: float, now: datetime) -> list[OutboxMessage]:
     """Lease up to `limit` due messages to `worker_id` and return them.
 
     The transaction commits before this returns: the slow part (talking to the

@@ -91,13 +91,26 @@ def deliver(
                     verdict = classify(exc)
                     outcome = AttemptOutcome.TRANSIENT if verdict.transient else AttemptOutcome.PERMANENT
                     result.attempts.append(
-                        _attempt(message, worker_id, try_number, started, timezone.now(), outcome,
-                                 verdict.smtp_code, verdict.description)
+                        _attempt(
+                            message,
+                            worker_id,
+                            try_number,
+                            started,
+                            timezone.now(),
+                            outcome,
+                            verdict.smtp_code,
+                            verdict.description,
+                        )
                     )
                     logger.warning(
                         "outbox.try_failed id=%s attempt=%s try=%s outcome=%s code=%s duration_ms=%.1f error=%r",
-                        message.pk, message.attempts, try_number, outcome, verdict.smtp_code,
-                        (time.monotonic() - clock) * 1000, verdict.description,
+                        message.pk,
+                        message.attempts,
+                        try_number,
+                        outcome,
+                        verdict.smtp_code,
+                        (time.monotonic() - clock) * 1000,
+                        verdict.description,
                     )
                     raise
                 result.attempts.append(
@@ -105,7 +118,10 @@ def deliver(
                 )
                 logger.info(
                     "outbox.sent id=%s attempt=%s try=%s duration_ms=%.1f",
-                    message.pk, message.attempts, try_number, (time.monotonic() - clock) * 1000,
+                    message.pk,
+                    message.attempts,
+                    try_number,
+                    (time.monotonic() - clock) * 1000,
                 )
         result.sent = True
     except Exception as exc:  # noqa: BLE001 - every failure becomes a recorded outcome

@@ -36,9 +36,7 @@ class OutboxMessage(models.Model):
     # server (and the student's mail client) can then recognise a duplicate.
     message_id = models.CharField(_("Message-ID"), max_length=255, unique=True)
 
-    status = models.CharField(
-        _("situação"), max_length=16, choices=OutboxStatus.choices, default=OutboxStatus.PENDING
-    )
+    status = models.CharField(_("situação"), max_length=16, choices=OutboxStatus.choices, default=OutboxStatus.PENDING)
     # Deliveries started (claims), including one cut short by a crashed worker.
     attempts = models.PositiveIntegerField(_("tentativas"), default=0)
     max_attempts = models.PositiveIntegerField(_("máximo de tentativas"), default=5)
@@ -53,9 +51,7 @@ class OutboxMessage(models.Model):
     # One business event enqueues at most one message: a second enqueue with
     # the same key is refused by the database, not by a racy check.
     dedup_key = models.CharField(_("chave de deduplicação"), max_length=255, unique=True)
-    resent_from = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="resends"
-    )
+    resent_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="resends")
 
     created_at = models.DateTimeField(_("criado em"), default=timezone.now)
     updated_at = models.DateTimeField(_("atualizado em"), auto_now=True)

@@ -65,8 +65,13 @@ def outbox_enqueue(
     headers = dict(headers or {})
     from_email = from_email or settings.DEFAULT_FROM_EMAIL
     _reject_line_breaks(
-        subject=subject, to=list(to), cc=list(cc), bcc=list(bcc), reply_to=list(reply_to),
-        from_email=from_email, headers=list(headers) + list(headers.values()),
+        subject=subject,
+        to=list(to),
+        cc=list(cc),
+        bcc=list(bcc),
+        reply_to=list(reply_to),
+        from_email=from_email,
+        headers=list(headers) + list(headers.values()),
     )
     now = timezone.now()
     return OutboxMessage.objects.create(
@@ -127,10 +132,18 @@ def outbox_resend(*, message_ids: Iterable[int]) -> ActionReport:
         elif message.status == OutboxStatus.SENT:
             with transaction.atomic():
                 copy = outbox_enqueue(
-                    to=message.to, cc=message.cc, bcc=message.bcc, reply_to=message.reply_to,
-                    subject=message.subject, body_text=message.body_text, body_html=message.body_html,
-                    from_email=message.from_email, headers=message.headers, kind=message.kind,
-                    source=message.source, dedup_key=f"resend:{message.pk}:{uuid.uuid4().hex}",
+                    to=message.to,
+                    cc=message.cc,
+                    bcc=message.bcc,
+                    reply_to=message.reply_to,
+                    subject=message.subject,
+                    body_text=message.body_text,
+                    body_html=message.body_html,
+                    from_email=message.from_email,
+                    headers=message.headers,
+                    kind=message.kind,
+                    source=message.source,
+                    dedup_key=f"resend:{message.pk}:{uuid.uuid4().hex}",
                 )
                 copy.resent_from = message
                 copy.save(update_fields=["resent_from"])

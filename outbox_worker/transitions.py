@@ -16,14 +16,10 @@ from .models import DeliveryAttempt, OutboxMessage, OutboxStatus
 
 
 def _held(message_ids: Iterable[int], worker_id: str) -> QuerySet[OutboxMessage]:
-    return OutboxMessage.objects.filter(
-        pk__in=list(message_ids), status=OutboxStatus.SENDING, locked_by=worker_id
-    )
+    return OutboxMessage.objects.filter(pk__in=list(message_ids), status=OutboxStatus.SENDING, locked_by=worker_id)
 
 
-def _finish(
-    message_id: int, worker_id: str, attempts: list[DeliveryAttempt], **changes: object
-) -> bool:
+def _finish(message_id: int, worker_id: str, attempts: list[DeliveryAttempt], **changes: object) -> bool:
     with transaction.atomic():
         updated = _held([message_id], worker_id).update(locked_by="", locked_until=None, **changes)
         # The tries happened whatever became of the lease: record them either way.
@@ -31,9 +27,7 @@ def _finish(
     return updated == 1
 
 
-def outbox_mark_sent(
-    *, message_id: int, worker_id: str, now: datetime, attempts: list[DeliveryAttempt]
-) -> bool:
+def outbox_mark_sent(*, message_id: int, worker_id: str, now: datetime, attempts: list[DeliveryAttempt]) -> bool:
     """Record a successful delivery. Return False if the lease had been lost."""
     return _finish(
         message_id, worker_id, attempts, status=OutboxStatus.SENT, sent_at=now, last_error="", updated_at=now
@@ -65,9 +59,7 @@ def outbox_mark_failed(
     *, message_id: int, worker_id: str, now: datetime, error: str, attempts: list[DeliveryAttempt]
 ) -> bool:
     """Give up on a message: a permanent error, or its attempt budget is spent."""
-    return _finish(
-        message_id, worker_id, attempts, status=OutboxStatus.FAILED, last_error=error, updated_at=now
-    )
+    return _finish(message_id, worker_id, attempts, status=OutboxStatus.FAILED, last_error=error, updated_at=now)
 
 
 def outbox_release(*, message_ids: Iterable[int], worker_id: str, now: datetime) -> int:
@@ -81,8 +73,6 @@ def outbox_release(*, message_ids: Iterable[int], worker_id: str, now: datetime)
     )
 
 
-def outbox_extend_lease(
-    *, message_ids: Iterable[int], worker_id: str, now: datetime, lease_seconds: float
-) -> int:
+def outbox_extend_lease(*, message_ids: Iterable[int], worker_id: str, now: datetime, lease_seconds: float) -> int:
     """Push the lease of rows this worker still holds; return how many it holds."""
     return _held(message_ids, worker_id).update(locked_until=now + timedelta(seconds=lease_seconds))

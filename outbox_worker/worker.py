@@ -94,7 +94,10 @@ class OutboxWorker:
         """Deliver until shut down (or, with `once`, until nothing is due)."""
         logger.info(
             "outbox.worker_started worker=%s batch_size=%s poll_interval=%s lease_seconds=%s",
-            self.worker_id, self.batch_size, self.poll_interval, self.lease_seconds,
+            self.worker_id,
+            self.batch_size,
+            self.poll_interval,
+            self.lease_seconds,
         )
         db_failures = 0
         while not self.stopping:
@@ -137,7 +140,9 @@ class OutboxWorker:
                 if timezone.now().timestamp() > lease_until - self.lease_seconds / 2:
                     renewed_at = timezone.now()
                     outbox_extend_lease(
-                        message_ids=unstarted, worker_id=self.worker_id, now=renewed_at,
+                        message_ids=unstarted,
+                        worker_id=self.worker_id,
+                        now=renewed_at,
                         lease_seconds=self.lease_seconds,
                     )
                     lease_until = renewed_at.timestamp() + self.lease_seconds
@@ -161,8 +166,13 @@ class OutboxWorker:
             now = timezone.now()
             error = f"interrupted {message.attempts - 1} times (worker stopped or crashed mid-send); giving up"
             abandoned = DeliveryAttempt(
-                message_id=message.pk, attempt=message.attempts, worker=self.worker_id, started_at=now,
-                finished_at=now, outcome=AttemptOutcome.ABANDONED, error=error,
+                message_id=message.pk,
+                attempt=message.attempts,
+                worker=self.worker_id,
+                started_at=now,
+                finished_at=now,
+                outcome=AttemptOutcome.ABANDONED,
+                error=error,
             )
             self._finish(outbox_mark_failed, message, "failed", now=now, error=error, attempts=[abandoned])
             return
@@ -180,7 +190,12 @@ class OutboxWorker:
             self._finish(outbox_mark_sent, message, "sent", now=now, attempts=result.attempts)
         elif result.transient and message.attempts < message.max_attempts:
             self._finish(
-                outbox_mark_retry, message, "retry", now=now, attempts=result.attempts, error=result.error,
+                outbox_mark_retry,
+                message,
+                "retry",
+                now=now,
+                attempts=result.attempts,
+                error=result.error,
                 available_at=now + self.policy.backoff(message.attempts),
             )
         else:
@@ -190,9 +205,7 @@ class OutboxWorker:
             self._finish(outbox_mark_failed, message, "failed", now=now, error=error, attempts=result.attempts)
 
     def _finish(self, mark: Callable[..., bool], message: OutboxMessage, outcome: str, **kwargs: object) -> None:
-        still_held = self._with_database_retry(
-            lambda: mark(message_id=message.pk, worker_id=self.worker_id, **kwargs)
-        )
+        still_held = self._with_database_retry(lambda: mark(message_id=message.pk, worker_id=self.worker_id, **kwargs))
         self.stats[outcome] += 1
         if still_held:
             logger.info("outbox.finished id=%s attempt=%s outcome=%s", message.pk, message.attempts, outcome)
@@ -200,7 +213,10 @@ class OutboxWorker:
             self.stats["lease_lost"] += 1
             logger.warning(
                 "outbox.lease_lost id=%s attempt=%s outcome=%s worker=%s: another worker took the row",
-                message.pk, message.attempts, outcome, self.worker_id,
+                message.pk,
+                message.attempts,
+                outcome,
+                self.worker_id,
             )
 
     def _with_database_retry(self, operation: Callable[[], T]) -> T:

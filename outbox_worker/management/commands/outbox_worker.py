@@ -31,15 +31,21 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--once", action="store_true", help="Deliver everything due now, then exit.")
         parser.add_argument(
-            "--batch-size", type=_positive_int, default=None,
+            "--batch-size",
+            type=_positive_int,
+            default=None,
             help=f"Messages claimed per turn (default {outbox_settings.BATCH_SIZE}, OUTBOX_BATCH_SIZE).",
         )
         parser.add_argument(
-            "--poll-interval", type=_non_negative_float, default=None,
+            "--poll-interval",
+            type=_non_negative_float,
+            default=None,
             help=f"Seconds to wait when nothing is due (default {outbox_settings.POLL_INTERVAL}).",
         )
         parser.add_argument(
-            "--lease-seconds", type=_positive_float, default=None,
+            "--lease-seconds",
+            type=_positive_float,
+            default=None,
             help=(
                 f"How long a claim lasts before another worker may take the row "
                 f"(default {outbox_settings.LEASE_SECONDS}); must cover one send with its retries."

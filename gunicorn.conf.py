@@ -1,0 +1,27 @@
+"""gunicorn settings; every value can be overridden by the environment variable named beside it."""
+
+import os
+
+
+def _env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+# Railway (and honcho locally) tell the process which port to listen on.
+bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{os.environ.get('PORT', '8000')}")
+# Sync workers: each handles one request at a time; requests never wait on SMTP.
+workers = _env_int("WEB_CONCURRENCY", 2)
+# A safety margin, not the cure: slow I/O (email) never runs inside a request.
+timeout = _env_int("GUNICORN_TIMEOUT", 120)
+# On SIGTERM, in-flight requests get this long to finish before workers are killed.
+graceful_timeout = _env_int("GUNICORN_GRACEFUL_TIMEOUT", 30)
+# Recycle workers now and then so a slow leak never grows unbounded; jitter
+# keeps them from all restarting at the same moment.
+max_requests = _env_int("GUNICORN_MAX_REQUESTS", 1000)
+max_requests_jitter = _env_int("GUNICORN_MAX_REQUESTS_JITTER", 100)
+# Logs to stdout/stderr, where Railway collects them.
+accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-")
+errorlog = os.environ.get("GUNICORN_ERRORLOG", "-")
+loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
+# Railway's proxy sits in front and sets X-Forwarded-*; trust it so Django sees https.
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "*")

@@ -1,0 +1,20 @@
+"""Settings for the test suite: the real settings with test-only defaults.
+
+DATABASE_URL picks the database (scripts/test runs the suite on PostgreSQL
+and on SQLite); without it, the local PostgreSQL server is used.
+"""
+
+import os
+
+os.environ.setdefault("SECRET_KEY", "tests-only-not-secret")
+os.environ.setdefault("DATABASE_URL", "postgres://root@127.0.0.1:5432/outbox")
+
+from backend.settings import *  # noqa: F403
+
+ALLOWED_HOSTS = ["testserver", "localhost", "127.0.0.1"]
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# In-process retries wait milliseconds, not seconds, in tests.
+OUTBOX_SEND_RETRY_WAIT = (0.01, 0.05)
+OUTBOX_SEND_TRIES = 3
+OUTBOX_MAX_ATTEMPTS = 3
+EMAIL_TIMEOUT = 5.0

@@ -1,0 +1,122 @@
+"""Real SMTP servers for tests: aiosmtpd in a thread, scriptable replies."""
+
+import socket
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.message import Message
+
+from aiosmtpd.controller import Controller
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+
+    @property
+    def message(self) -> Message:
+        return message_from_bytes(self.data)
+
+
+@dataclass
+class RecordingHandler:
+    """Accepts mail and records it; `replies` scripts the answers to DATA.
+
+    Each queued reply (e.g. "451 4.7.1 try later") answers one DATA command,
+    then the server goes back to accepting. `rcpt_replies` maps an address to
+    the reply its RCPT gets.
+    """
+
+    replies: deque[str] = field(default_factory=deque)
+    rcpt_replies: dict[str, str] = field(default_factory=dict)
+    received: list[Received] = field(default_factory=list)
+    data_commands: int = 0
+    condition: threading.Condition = field(default_factory=threading.Condition)
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address in self.rcpt_replies:
+            return self.rcpt_replies[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        with self.condition:
+            self.data_commands += 1
+            if self.replies:
+                reply = self.replies.popleft()
+                self.condition.notify_all()
+                return reply
+            self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+            self.condition.notify_all()
+        return "250 Message accepted for delivery"
+
+    def wait_for(self, count: int, timeout: float = 60.0) -> list[Received]:
+        """Block until `count` messages were accepted (or fail after `timeout`)."""
+        with self.condition:
+            if not self.condition.wait_for(lambda: len(self.received) >= count, timeout=timeout):
+                raise AssertionError(f"SMTP server received {len(self.received)} of {count} messages")
+            return list(self.received)
+
+
+class SMTPServer:
+    def __init__(self, handler: RecordingHandler | None = None) -> None:
+        self.handler = handler or RecordingHandler()
+        self.controller = Controller(self.handler, hostname="127.0.0.1", port=0)
+
+    def start(self) -> "SMTPServer":
+        self.controller.start()
+        return self
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+    @property
+    def port(self) -> int:
+        return self.controller.server.sockets[0].getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"
+
+
+class SilentServer:
+    """A TCP server that accepts connections and never says a word.
+
+    Stands in for a blocked or hung SMTP server: a client waits for the
+    greeting until its timeout. Counts the connections it accepted.
+    """
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.connections: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def start(self) -> "SilentServer":
+        self.sock.settimeout(0.1)
+        self._thread.start()
+        return self
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _addr = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections.append(conn)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        for conn in self.connections:
+            conn.close()
+        self.sock.close()
+
+    @property
+    def port(self) -> int:
+        return self.sock.getsockname()[1]
