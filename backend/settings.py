@@ -5,6 +5,7 @@ project root); README.md lists them all. With no configuration at all the
 project runs on a local SQLite file and prints emails to the console.
 """
 
+import os
 from pathlib import Path
 
 import environ
@@ -16,14 +17,23 @@ env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env")
 
 DEBUG = env.bool("DEBUG", default=False)
+# Production is any run with DEBUG off, and any run on Railway (it sets
+# RAILWAY_ENVIRONMENT_ID in every service), so DEBUG=true left in a Railway
+# variable stops the deploy instead of serving tracebacks. PRODUCTION=false
+# is the explicit way out (e.g. a throwaway preview environment).
+PRODUCTION = env.bool("PRODUCTION", default=not DEBUG or bool(os.environ.get("RAILWAY_ENVIRONMENT_ID")))
 
 SECRET_KEY = env.str("SECRET_KEY", default="")
 if not SECRET_KEY:
-    if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
+    if PRODUCTION:
+        raise ImproperlyConfigured("SECRET_KEY must be set in production (DEBUG off or on Railway).")
     SECRET_KEY = "insecure-development-key-do-not-use-in-production"
+if PRODUCTION and DEBUG:
+    raise ImproperlyConfigured("DEBUG must be off in production: unset DEBUG (or set PRODUCTION=false off Railway).")
 
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[] if PRODUCTION else ["localhost", "127.0.0.1", "[::1]"])
+if PRODUCTION and not ALLOWED_HOSTS:
+    raise ImproperlyConfigured("ALLOWED_HOSTS must list the public host names in production (e.g. app.up.railway.app).")
 # Railway's healthchecks come from this host; without it /healthz answers 400.
 ALLOWED_HOSTS.append("healthcheck.railway.app")
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
@@ -38,12 +48,19 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "drf_spectacular",
+    "anymail",
     "outbox_worker",
     "backend.products",
     "backend.enrollments",
 ]
 
 MIDDLEWARE = [
+    # Outermost, so every log line of the request (and the error pages) carries its id.
+    "backend.middleware.RequestIdMiddleware",
+    # /api/ clients always get JSON errors, even from Django's own 404/400/413/500 pages.
+    "backend.middleware.JsonErrorsMiddleware",
+    "backend.middleware.RequestSizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -94,6 +111,12 @@ else:
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Shared by every gunicorn worker and every replica: the enrollment throttle
+# counts requests here. The table comes from `createcachetable` (pre-deploy
+# command; the test runner creates it). CACHE_URL=locmemcache:// counts per
+# worker process instead.
+CACHES = {"default": env.cache_url("CACHE_URL", default="dbcache://django_cache")}
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -125,7 +148,12 @@ STORAGES = {
 # --- Email ----------------------------------------------------------------
 # EMAIL_URL examples: smtp+tls://user:pass@smtp.example.com:587, consolemail://
 vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+# An HTTP email API instead of SMTP (Railway blocks SMTP below the Pro plan):
+# EMAIL_BACKEND=anymail.backends.postmark.EmailBackend (or .resend., .sendgrid. ...)
+# with that provider's settings as ANYMAIL_* variables, e.g.
+# ANYMAIL_POSTMARK_SERVER_TOKEN, ANYMAIL_POSTMARK_API_URL (the prefix is removed).
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default=vars()["EMAIL_BACKEND"])
+ANYMAIL = {name.removeprefix("ANYMAIL_"): value for name, value in os.environ.items() if name.startswith("ANYMAIL_")}
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Cursos <nao-responda@localhost>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 # Django's default is no timeout at all: a blocked SMTP port (Railway's lower
@@ -138,28 +166,78 @@ OUTBOX_LEASE_SECONDS = env.float("OUTBOX_LEASE_SECONDS", default=120.0)
 OUTBOX_BATCH_SIZE = env.int("OUTBOX_BATCH_SIZE", default=50)
 OUTBOX_POLL_INTERVAL = env.float("OUTBOX_POLL_INTERVAL", default=2.0)
 
+# --- Security behind Railway's proxy (production only) ---------------------
+# Railway's proxy terminates TLS and always sends X-Forwarded-Proto.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+if PRODUCTION:
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+    # Railway's healthcheck calls plain http://.../healthz and needs a 200, not a redirect.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=60 * 60 * 24 * 365)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+    SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+# Preloading is a commitment for the whole registrable domain (hstspreload.org),
+# not something a deploy should opt into silently: opt-in, and then Django's
+# reminder about it (security.W021) is moot.
+SILENCED_SYSTEM_CHECKS = [] if env.bool("SECURE_HSTS_PRELOAD", default=False) else ["security.W021"]
+
+# --- Request limits ------------------------------------------------------------
+# An enrollment is a few hundred bytes; anything much larger is refused with
+# 413 before it is read (backend.middleware.RequestSizeLimitMiddleware).
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=64 * 1024)
+
 # --- REST framework ---------------------------------------------------------
 REST_FRAMEWORK = {
+    # Token first: an anonymous call to a staff endpoint then gets 401 with
+    # `WWW-Authenticate: Token` (what a machine client needs to hear), not 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 20,
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
     + (["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Proxies in front of the app that append to X-Forwarded-For (Railway: one).
+    # The throttle then keys on the address the last proxy saw, which a client
+    # cannot forge; 0 = no proxy, use the socket's address.
+    "NUM_PROXIES": env.int("NUM_PROXIES", default=1),
+}
+# Anonymous enrollment POSTs per client address, e.g. "20/min", "100/hour";
+# empty turns the throttle off.
+ENROLLMENT_THROTTLE_RATE = env.str("ENROLLMENT_THROTTLE_RATE", default="20/min") or None
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Cursos API",
+    "DESCRIPTION": "Matrículas em cursos; o email de confirmação sai por uma outbox transacional.",
+    "VERSION": "1.0.0",
+    # The schema endpoint describes the API, not itself.
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
 }
 
 # --- Logging: one line per event, to stdout (Railway collects stdout) ---------
+# LOG_FORMAT=json: one JSON object per line (with request_id and message_id),
+# for a log search that filters on fields; "text" reads better in a terminal.
+LOG_FORMAT = env.str("LOG_FORMAT", default="text")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "line": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "line": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "json": {"()": "backend.logs.JsonFormatter"},
     },
+    "filters": {"request_id": {"()": "backend.logs.RequestIdFilter"}},
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "line"},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_FORMAT == "json" else "line",
+            "filters": ["request_id"],
+        },
     },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     # Replace Django's own console handler instead of printing each line twice.

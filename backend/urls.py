@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from backend.enrollments.views import EnrollmentDetailView, EnrollmentListCreateView
 from backend.health import healthz
@@ -8,6 +9,8 @@ from backend.products.views import ProductListView
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/products/", ProductListView.as_view(), name="product-list"),
     path("api/enrollments/", EnrollmentListCreateView.as_view(), name="enrollment-list"),
     path("api/enrollments/<int:pk>/", EnrollmentDetailView.as_view(), name="enrollment-detail"),

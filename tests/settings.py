@@ -8,6 +8,8 @@ import os
 
 os.environ.setdefault("SECRET_KEY", "tests-only-not-secret")
 os.environ.setdefault("DATABASE_URL", "postgres://root@127.0.0.1:5432/outbox")
+# DEBUG is off, so these settings count as production: they must name hosts.
+os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost,127.0.0.1")
 
 from backend.settings import *  # noqa: F403
 
@@ -18,3 +20,8 @@ OUTBOX_SEND_RETRY_WAIT = (0.01, 0.05)
 OUTBOX_SEND_TRIES = 3
 OUTBOX_MAX_ATTEMPTS = 3
 EMAIL_TIMEOUT = 5.0
+# The test client speaks plain http; the redirect itself is tested with production settings.
+SECURE_SSL_REDIRECT = False
+# Off unless a test turns it on (tests/enrollments/test_throttling.py): the
+# counters live in the database cache, which a transactional test does not reset.
+ENROLLMENT_THROTTLE_RATE = None

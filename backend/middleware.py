@@ -1,0 +1,121 @@
+"""Request-level plumbing: request ids, JSON errors for API clients, body size."""
+
+import re
+import uuid
+from collections.abc import Callable
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import translation
+from django.utils.translation import gettext as _
+from rest_framework import exceptions
+
+from .logs import request_id_var
+
+Handler = Callable[[HttpRequest], HttpResponse]
+
+# A caller's id is reused only if it is short and tame: it ends up in log
+# lines and a response header, so nothing that could forge either gets through.
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+JSON_ERROR_PREFIXES = ("/api/", "/healthz")
+
+
+class RequestIdMiddleware:
+    """Tag the request (and its log lines and response) with an id.
+
+    Honours an incoming `X-Request-ID` (set by a proxy or the client) so one
+    id follows the request across services; otherwise makes one up.
+    """
+
+    def __init__(self, get_response: Handler) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        incoming = request.headers.get("X-Request-ID", "")
+        request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        request.request_id = request_id
+        token = request_id_var.set(request_id)
+        try:
+            response = self.get_response(request)
+        finally:
+            request_id_var.reset(token)
+        response["X-Request-ID"] = request_id
+        return response
+
+
+def _is_json(response: HttpResponse) -> bool:
+    return response.get("Content-Type", "").startswith("application/json")
+
+
+class JsonErrorsMiddleware:
+    """Turn Django's HTML error pages into JSON for API paths.
+
+    DRF already answers its own errors in JSON; this catches what happens
+    outside a DRF view: an unknown URL (404), a bad Host header or an
+    unreadable body (400), a method a plain view refuses (405), a body that is
+    too large (413), and any 500.
+    """
+
+    def __init__(self, get_response: Handler) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if response.status_code < 400 or _is_json(response) or not request.path.startswith(JSON_ERROR_PREFIXES):
+            return response
+        return json_error(request, response.status_code, headers=response)
+
+
+def _default_detail(request: HttpRequest, status: int) -> str:
+    # DRF's own messages, so they come in the client's language like DRF's errors.
+    known = {
+        400: exceptions.ParseError.default_detail,
+        401: exceptions.NotAuthenticated.default_detail,
+        403: exceptions.PermissionDenied.default_detail,
+        404: exceptions.NotFound.default_detail,
+        406: exceptions.NotAcceptable.default_detail,
+        415: exceptions.UnsupportedMediaType.default_detail.format(media_type=request.content_type),
+    }
+    if status == 405:
+        return exceptions.MethodNotAllowed.default_detail.format(method=request.method)
+    if status in known:
+        return str(known[status])
+    return str(exceptions.APIException.default_detail)
+
+
+def json_error(
+    request: HttpRequest, status: int, detail: str | None = None, *, headers: HttpResponse | None = None
+) -> JsonResponse:
+    """Return `{"detail": ...}` with `status` in the client's language, keeping Allow/Retry-After."""
+    with translation.override(translation.get_language_from_request(request)):
+        text = detail if detail is not None else _default_detail(request, status)
+        text = str(text)
+    response = JsonResponse({"detail": text}, status=status, json_dumps_params={"ensure_ascii": False})
+    for name in ("Allow", "Retry-After"):
+        if headers is not None and headers.has_header(name):
+            response[name] = headers[name]
+    return response
+
+
+class RequestSizeLimitMiddleware:
+    """Refuse bodies over DATA_UPLOAD_MAX_MEMORY_SIZE with 413 before reading them.
+
+    Django enforces that limit only when `request.body`/`request.POST` is read,
+    and answers 400; DRF's parsers read the stream directly and never check it.
+    """
+
+    def __init__(self, get_response: Handler) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return json_error(request, 400)
+        if limit is not None and length > limit:
+            with translation.override(translation.get_language_from_request(request)):
+                detail = _("Corpo da requisição grande demais (máximo de %(limit)d bytes).") % {"limit": limit}
+            return json_error(request, 413, detail)
+        return self.get_response(request)
