@@ -1,6 +1,11 @@
 """Enrollment writes. The confirmation email is queued in the same transaction."""
 
+import hashlib
+import json
+import logging
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 
 from django.db import IntegrityError, transaction
@@ -10,13 +15,19 @@ from backend.products.models import Product
 from outbox_worker.models import OutboxMessage
 from outbox_worker.services import outbox_enqueue
 
-from .models import Enrollment
+from .models import Enrollment, IdempotencyKey
+
+logger = logging.getLogger("backend.enrollments")
 
 CONFIRMATION_KIND = "enrollment_confirmation"
 
 
 class EnrollmentAlreadyExists(Exception):
     """This email is already enrolled in this product."""
+
+
+class IdempotencyKeyReused(Exception):
+    """The Idempotency-Key was already used for a request with another body."""
 
 
 def format_brl(value: Decimal) -> str:
@@ -29,6 +40,12 @@ def normalize_email(email: str) -> str:
     # Lower-cased whole: providers treat the local part case-insensitively in
     # practice, and "Ana@X.com" and "ana@x.com" must count as one enrollment.
     return email.strip().lower()
+
+
+def normalize_name(name: str) -> str:
+    # Every run of whitespace, line breaks included, becomes one space: a name
+    # is one line of text wherever it ends up (an email body, a header, a log).
+    return " ".join(name.split())
 
 
 def enrollment_queue_confirmation(*, enrollment: Enrollment, dedup_key: str | None = None) -> OutboxMessage:
@@ -57,13 +74,53 @@ def enrollment_create(*, product: Product, name: str, email: str, phone: str = "
     email = normalize_email(email)
     try:
         with transaction.atomic():
-            enrollment = Enrollment.objects.create(product=product, name=name.strip(), email=email, phone=phone.strip())
-            enrollment_queue_confirmation(enrollment=enrollment)
+            enrollment = Enrollment.objects.create(
+                product=product, name=normalize_name(name), email=email, phone=phone.strip()
+            )
+            message = enrollment_queue_confirmation(enrollment=enrollment)
     except IntegrityError:
         if Enrollment.objects.filter(product=product, email=email).exists():
             raise EnrollmentAlreadyExists from None
         raise
+    logger.info("enrollments.created id=%s product=%s message_id=%s", enrollment.pk, product.pk, message.pk)
     return enrollment
+
+
+def request_fingerprint(data: object) -> str:
+    """Return a hash of a parsed request body that ignores key order and spacing."""
+    canonical = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    status_code: int
+    body: dict
+    replayed: bool
+
+
+def idempotent_request(*, key: str, request_hash: str, handle: Callable[[], tuple[int, dict]]) -> StoredResponse:
+    """Run `handle` at most once per `key`; later calls with the same body get its stored response.
+
+    The key row is inserted before the work, in one transaction with it. A
+    concurrent request with the same key blocks on the unique index until the
+    first one commits (then replays its response) or rolls back (then does the
+    work itself), so two requests with one key never create two enrollments.
+    Raises IdempotencyKeyReused when the key was used with a different body.
+    """
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                record = IdempotencyKey.objects.create(key=key, request_hash=request_hash)
+        except IntegrityError:
+            record = IdempotencyKey.objects.get(key=key)
+            if record.request_hash != request_hash:
+                raise IdempotencyKeyReused from None
+            return StoredResponse(record.status_code, record.response_body, replayed=True)
+        status_code, body = handle()
+        record.status_code, record.response_body = status_code, body
+        record.save(update_fields=["status_code", "response_body"])
+    return StoredResponse(status_code, body, replayed=False)
 
 
 def enrollment_resend_confirmation(*, enrollment: Enrollment) -> OutboxMessage:
