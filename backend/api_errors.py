@@ -47,7 +47,7 @@ RETRY_AFTER = OpenApiParameter(
 )
 THROTTLED = detail_response(
     "Requisições demais deste cliente; Retry-After diz em quantos segundos tentar de novo.",
-    "Pedido foi limitado. Tente novamente em 42 segundos.",
+    "Pedido foi suprimido. Espera-se que esteja diponível em 42 segundos.",
 )
 
 UNAUTHENTICATED = detail_response(
