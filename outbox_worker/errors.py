@@ -14,6 +14,11 @@ from dataclasses import dataclass
 
 from django.core.mail import BadHeaderError
 
+try:  # django-anymail is optional: the outbox works with any email backend.
+    from anymail.exceptions import AnymailRecipientsRefused
+except ImportError:  # pragma: no cover - anymail is installed in this project
+    AnymailRecipientsRefused = None
+
 # Authentication and "TLS required" replies are 5xx, but they are about our
 # configuration, not this message: retry so mail flows once credentials are fixed.
 CONFIGURATION_CODES = frozenset({530, 534, 535, 538})
@@ -41,6 +46,11 @@ def classify(exc: BaseException) -> Classified:
         code = exc.smtp_code
         transient = 400 <= code < 500 or code in CONFIGURATION_CODES or code < 400
         return Classified(transient, code, _describe(exc))
+    if AnymailRecipientsRefused is not None and isinstance(exc, AnymailRecipientsRefused):
+        # The HTTP API's "550 for every recipient": invalid or inactive (bounced,
+        # complained) addresses. It carries no status code, and sending the same
+        # email again gets the same answer.
+        return Classified(False, None, _describe(exc))
     if isinstance(exc, (BadHeaderError, smtplib.SMTPNotSupportedError, UnicodeError, ValueError, TypeError)):
         return Classified(False, None, _describe(exc))
     # HTTP email APIs (django-anymail and the like) put the status on the error.

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.processes import PRODUCTION_ENV, clean_env, run_manage, run_python
+from tests.child_django import PRODUCTION_ENV, clean_env, run_manage, run_python
 
 
 def test_check_deploy_reports_nothing_with_production_settings():

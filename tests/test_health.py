@@ -1,7 +1,7 @@
 import pytest
 from rest_framework.test import APIClient
 
-from tests.processes import PRODUCTION_ENV, clean_env, free_port, run_python
+from tests.child_django import PRODUCTION_ENV, clean_env, free_port, run_python
 
 # A fresh process that asks its own /healthz through Django's test client, so
 # its settings (and its database) are exactly the environment given.

@@ -1,0 +1,55 @@
+"""Header injection cannot reach an email: checked on the message a real SMTP server received."""
+
+import pytest
+from rest_framework.test import APIClient
+
+from backend.enrollments.services import enrollment_create
+from outbox_worker.worker import OutboxWorker
+from tests.factories import make_product
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+# What Django puts on every confirmation, and nothing else.
+EXPECTED_HEADERS = ["Content-Type", "MIME-Version", "Subject", "From", "To", "Date", "Message-ID"]
+
+
+def deliver(smtp_backend_factory) -> None:
+    OutboxWorker(once=True, connection_factory=smtp_backend_factory).run()
+
+
+def test_line_breaks_in_names_never_become_headers(smtp_server, smtp_backend_factory):
+    # A product name typed with a line break (admin, shell, import) and a
+    # student name carrying an injection attempt, past the API's own check.
+    product = make_product(name="Curso de Python\r\nBcc: intruso@evil.example")
+    enrollment_create(
+        product=product, name="Ana\r\nX-Injected: sim\nBcc: intruso@evil.example", email="ana@example.com"
+    )
+
+    deliver(smtp_backend_factory)
+
+    [received] = smtp_server.handler.wait_for(1)
+    message = received.message
+    assert received.rcpt_tos == ["ana@example.com"]
+    assert message.keys() == EXPECTED_HEADERS
+    assert message["To"] == "ana@example.com"
+    assert (
+        message["Subject"] == "=?utf-8?q?Matr=C3=ADcula_confirmada=3A_Curso_de_Python_Bcc=3A_intruso=40evil=2Eexample?="
+    )
+    text = next(part for part in message.walk() if part.get_content_type() == "text/plain")
+    assert "Olá, Ana X-Injected: sim Bcc: intruso@evil.example!" in text.get_payload(decode=True).decode()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("name", "Ana\r\nBcc: intruso@evil.example"), ("email", "ana@example.com\r\nBcc: intruso@evil.example")],
+)
+def test_the_api_refuses_line_breaks_and_nothing_is_sent(smtp_server, smtp_backend_factory, field, value):
+    product = make_product()
+    body = {"product": product.pk, "name": "Ana", "email": "ana@example.com", field: value}
+
+    response = APIClient().post("/api/enrollments/", body, format="json")
+    deliver(smtp_backend_factory)
+
+    assert response.status_code == 400
+    assert field in response.json()
+    assert smtp_server.handler.received == []
