@@ -31,7 +31,7 @@ def worker_env(*, smtp_port: int, **extra: str) -> dict[str, str]:
 
 def start_worker(*args: str, smtp_port: int, log_path: Path, **extra_env: str) -> subprocess.Popen:
     """Start `manage.py outbox_worker ARGS`; its output goes to `log_path`."""
-    log = open(log_path, "ab")  # noqa: SIM115 - lives as long as the process; closed by the OS
+    log = open(log_path, "ab")  # the child keeps the file; ours closes when garbage-collected
     return subprocess.Popen(
         [sys.executable, "manage.py", "outbox_worker", *args],
         cwd=PROJECT_ROOT,

@@ -9,7 +9,7 @@ EMAIL = {"to": ["ana@example.com"], "subject": "Olá", "body_text": "Corpo"}
 
 @pytest.mark.django_db(transaction=True)
 def test_enqueue_refuses_to_run_outside_a_transaction():
-    with pytest.raises(OutboxError, match="inside transaction.atomic"):
+    with pytest.raises(OutboxError, match=r"inside transaction\.atomic"):
         outbox_enqueue(**EMAIL)
     assert not OutboxMessage.objects.exists()
 
