@@ -40,6 +40,7 @@ class RecordingHandler:
     # setting `entered`: a test can act while a send is in flight.
     gate: threading.Event | None = None
     entered: threading.Event = field(default_factory=threading.Event)
+    at_gate: int = 0
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address in self.rcpt_replies:
@@ -49,6 +50,9 @@ class RecordingHandler:
 
     async def handle_DATA(self, server, session, envelope):
         if self.gate is not None:
+            with self.condition:
+                self.at_gate += 1
+                self.condition.notify_all()
             self.entered.set()
             await asyncio.get_running_loop().run_in_executor(None, self.gate.wait)
         with self.condition:
@@ -60,6 +64,12 @@ class RecordingHandler:
             self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
             self.condition.notify_all()
         return "250 Message accepted for delivery"
+
+    def wait_at_gate(self, count: int, timeout: float = 60.0) -> None:
+        """Block until `count` DATA commands are waiting at the gate."""
+        with self.condition:
+            if not self.condition.wait_for(lambda: self.at_gate >= count, timeout=timeout):
+                raise AssertionError(f"{self.at_gate} of {count} sends reached the gate")
 
     def wait_for(self, count: int, timeout: float = 60.0) -> list[Received]:
         """Block until `count` messages were accepted (or fail after `timeout`)."""

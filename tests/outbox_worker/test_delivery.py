@@ -183,3 +183,45 @@ def test_messages_not_yet_due_are_left_alone(make_worker, smtp_server):
     assert later.attempts == 0
     assert smtp_server.handler.received == []
     assert stats["sent"] == 0
+
+
+def test_a_message_whose_workers_keep_dying_mid_send_is_failed_not_retried_forever(make_worker, smtp_server):
+    [message] = enqueue_messages(1)
+    # Its last allowed delivery was claimed by a worker that never came back.
+    OutboxMessage.objects.filter(pk=message.pk).update(
+        status=OutboxStatus.SENDING,
+        attempts=message.max_attempts,
+        locked_by="dead",
+        locked_until=timezone.now() - timedelta(seconds=1),
+    )
+
+    make_worker().run()
+
+    message.refresh_from_db()
+    assert message.status == OutboxStatus.FAILED
+    assert "interrupted" in message.last_error
+    assert [a.outcome for a in message.delivery_attempts.all()] == [AttemptOutcome.ABANDONED]
+    assert smtp_server.handler.received == []
+
+
+def test_shutdown_mid_batch_releases_the_unstarted_rows(make_worker, smtp_server, smtp_backend_factory):
+    enqueue_messages(3)
+    worker = make_worker(once=False)
+
+    def backend_that_stops_the_worker():
+        backend = smtp_backend_factory()
+        real_send = backend.send_messages
+
+        def send_then_stop(messages):
+            worker.shutdown()  # as a SIGTERM arriving during the first send would
+            return real_send(messages)
+
+        backend.send_messages = send_then_stop
+        return backend
+
+    worker.connection_factory = backend_that_stops_the_worker
+    worker.run()
+
+    assert len(smtp_server.handler.received) == 1
+    rows = list(OutboxMessage.objects.order_by("pk").values_list("status", "attempts", "locked_by"))
+    assert rows == [(OutboxStatus.SENT, 1, ""), (OutboxStatus.PENDING, 0, ""), (OutboxStatus.PENDING, 0, "")]
