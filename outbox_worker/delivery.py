@@ -84,6 +84,9 @@ def deliver(
                 started = timezone.now()
                 clock = time.monotonic()
                 try:
+                    # Opened here rather than by send_messages(), which would
+                    # close a connection it opened itself after every message.
+                    connection.open()
                     if connection.send_messages([email]) != 1:
                         raise BackendRefused("the email backend did not send the message")
                 except Exception as exc:

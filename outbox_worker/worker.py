@@ -43,6 +43,16 @@ T = TypeVar("T")
 DATABASE_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
 
 
+def _recycle_database_connection() -> None:
+    """Drop a broken or expired database connection; the next query reconnects.
+
+    Never inside an atomic block: closing there would throw away the caller's
+    transaction (a test case, or a caller running the worker inline).
+    """
+    if not connection.in_atomic_block:
+        close_old_connections()
+
+
 def make_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
@@ -101,7 +111,7 @@ class OutboxWorker:
         )
         db_failures = 0
         while not self.stopping:
-            close_old_connections()
+            _recycle_database_connection()
             try:
                 claimed = self.process_batch()
                 db_failures = 0
@@ -109,7 +119,7 @@ class OutboxWorker:
                 delay = DATABASE_RETRY_DELAYS[min(db_failures, len(DATABASE_RETRY_DELAYS) - 1)]
                 db_failures += 1
                 logger.error("outbox.database_error worker=%s retry_in=%.1fs error=%r", self.worker_id, delay, exc)
-                connection.close_if_unusable_or_obsolete()
+                _recycle_database_connection()
                 self._stopping.wait(delay)
                 continue
             if claimed == 0:
@@ -230,7 +240,7 @@ class OutboxWorker:
                 return operation()
             except (DatabaseError, InterfaceError) as exc:
                 logger.error("outbox.database_error worker=%s retry_in=%.1fs error=%r", self.worker_id, delay, exc)
-                connection.close_if_unusable_or_obsolete()
+                _recycle_database_connection()
                 # Not interruptible by shutdown: the result must be written.
                 threading.Event().wait(delay)
         return operation()

@@ -1,5 +1,6 @@
 """Real SMTP servers for tests: aiosmtpd in a thread, scriptable replies."""
 
+import asyncio
 import socket
 import threading
 from collections import deque
@@ -35,6 +36,11 @@ class RecordingHandler:
     received: list[Received] = field(default_factory=list)
     data_commands: int = 0
     condition: threading.Condition = field(default_factory=threading.Condition)
+    # When `gate` is set to an unset Event, each DATA waits for it after
+    # setting `entered`: a test can act while a send is in flight.
+    gate: threading.Event | None = None
+    entered: threading.Event = field(default_factory=threading.Event)
+    at_gate: int = 0
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address in self.rcpt_replies:
@@ -43,6 +49,12 @@ class RecordingHandler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        if self.gate is not None:
+            with self.condition:
+                self.at_gate += 1
+                self.condition.notify_all()
+            self.entered.set()
+            await asyncio.get_running_loop().run_in_executor(None, self.gate.wait)
         with self.condition:
             self.data_commands += 1
             if self.replies:
@@ -53,6 +65,12 @@ class RecordingHandler:
             self.condition.notify_all()
         return "250 Message accepted for delivery"
 
+    def wait_at_gate(self, count: int, timeout: float = 60.0) -> None:
+        """Block until `count` DATA commands are waiting at the gate."""
+        with self.condition:
+            if not self.condition.wait_for(lambda: self.at_gate >= count, timeout=timeout):
+                raise AssertionError(f"{self.at_gate} of {count} sends reached the gate")
+
     def wait_for(self, count: int, timeout: float = 60.0) -> list[Received]:
         """Block until `count` messages were accepted (or fail after `timeout`)."""
         with self.condition:
@@ -61,10 +79,16 @@ class RecordingHandler:
             return list(self.received)
 
 
+def free_port() -> int:
+    """A port nobody listens on right now (aiosmtpd cannot be told port 0)."""
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        return probe.getsockname()[1]
+
+
 class SMTPServer:
     def __init__(self, handler: RecordingHandler | None = None) -> None:
         self.handler = handler or RecordingHandler()
-        self.controller = Controller(self.handler, hostname="127.0.0.1", port=0)
+        self.controller = Controller(self.handler, hostname="127.0.0.1", port=free_port())
 
     def start(self) -> "SMTPServer":
         self.controller.start()
@@ -75,7 +99,7 @@ class SMTPServer:
 
     @property
     def port(self) -> int:
-        return self.controller.server.sockets[0].getsockname()[1]
+        return self.controller.port
 
     @property
     def url(self) -> str:
