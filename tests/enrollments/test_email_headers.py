@@ -1,5 +1,7 @@
 """Header injection cannot reach an email: checked on the message a real SMTP server received."""
 
+from email.header import decode_header, make_header
+
 import pytest
 from rest_framework.test import APIClient
 
