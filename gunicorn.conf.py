@@ -43,3 +43,7 @@ if os.environ.get("LOG_FORMAT", "text") == "json":
             "gunicorn.access": {"level": "INFO", "handlers": ["console"], "propagate": False},
         },
     }
+
+# gunicorn's control socket (for `gunicornc`) is not used here, and its default
+# path is one per user, shared by every gunicorn on the machine.
+control_socket_disable = os.environ.get("GUNICORN_CONTROL_SOCKET", "off") == "off"

@@ -1,0 +1,148 @@
+"""Production-like end to end: the Procfile's web and worker lines as real processes.
+
+gunicorn with the real gunicorn.conf.py and the worker command, both with a
+production environment (DEBUG off, HTTPS behind a proxy, JSON logs), on the
+test PostgreSQL database, delivering to a real SMTP server.
+"""
+
+import json
+import os
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from outbox_worker.models import OutboxMessage, OutboxStatus
+from tests.child_django import ROOT, free_port
+from tests.factories import make_product
+from tests.processes import database_url
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+
+def procfile() -> dict[str, list[str]]:
+    lines = (ROOT / "Procfile").read_text().splitlines()
+    return {name: shlex.split(command) for name, command in (line.split(":", 1) for line in lines if ":" in line)}
+
+
+def start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    # The Procfile says "gunicorn" and "python": the ones of this virtualenv.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    executable = sys.executable if argv[0] == "python" else shutil.which(argv[0], path=path)
+    with open(log, "wb") as out:
+        return subprocess.Popen([executable, *argv[1:]], cwd=ROOT, env={**env, "PATH": path}, stdout=out, stderr=out)
+
+
+def wait_for_port(port: int, process: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+    """Block until something accepts connections on `port` (or the process died)."""
+    gave_up = threading.Event()
+    threading.Timer(timeout, gave_up.set).start()
+    while not gave_up.is_set():
+        assert process.poll() is None, log.read_text()
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                gave_up.set()
+                return
+        except OSError:
+            gave_up.wait(0.05)
+    pytest.fail(f"nothing listened on {port}:\n{log.read_text()}")
+
+
+def http(method: str, path: str, port: int, body: dict | None = None, **headers: str) -> tuple[int, dict, dict]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        data=json.dumps(body).encode() if body is not None else None,
+        method=method,
+        headers={"Content-Type": "application/json", **headers},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, dict(response.headers), json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), json.loads(error.read())
+
+
+def stop(process: subprocess.Popen, timeout: float = 60) -> int:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    return process.wait(timeout=timeout)
+
+
+def json_lines(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+
+
+def test_procfile_web_and_worker_enroll_and_deliver_then_stop_cleanly(smtp_server, tmp_path):
+    product = make_product(name="Django na Prática")
+    port = free_port()
+    secret = secrets.token_urlsafe(50)
+    static_root = tmp_path / "static"
+    static_root.mkdir()  # collectstatic's output at build time; whitenoise wants it to exist
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "backend.settings",
+        "DEBUG": "false",
+        "SECRET_KEY": secret,
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "DATABASE_URL": database_url(),
+        "EMAIL_URL": f"smtp://127.0.0.1:{smtp_server.port}",
+        "STATIC_ROOT": str(static_root),
+        "PORT": str(port),
+        "WEB_CONCURRENCY": "2",
+        "LOG_FORMAT": "json",
+        "OUTBOX_POLL_INTERVAL": "0.2",
+        "PYTHONUNBUFFERED": "1",
+    }
+    commands = procfile()
+    web_log, worker_log = tmp_path / "web.log", tmp_path / "worker.log"
+    web = start(commands["web"], env, web_log)
+    worker = start(commands["worker"], env, worker_log)
+    try:
+        wait_for_port(port, web, web_log)
+
+        # As Railway's proxy forwards it: https already terminated, client address appended.
+        status, headers, body = http(
+            "POST",
+            "/api/enrollments/",
+            port,
+            {"product": product.pk, "name": "Ana Souza", "email": "Ana@Example.com"},
+            **{"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.7", "X-Request-ID": "e2e-pedido-1"},
+        )
+        assert status == 201, body
+        assert headers["X-Request-ID"] == "e2e-pedido-1"
+        assert "max-age" in headers["Strict-Transport-Security"]
+
+        [received] = smtp_server.handler.wait_for(1)
+        assert received.rcpt_tos == ["ana@example.com"]
+        assert "Django na Pr" in received.message["Subject"] or "Django_na_Pr" in received.message["Subject"]
+
+        # Railway's healthcheck: plain http, its own Host header, no redirect.
+        status, _, health = http("GET", "/healthz", port, Host="healthcheck.railway.app")
+        assert (status, health) == (200, {"status": "ok"})
+    finally:
+        web_code = stop(web)
+        worker_code = stop(worker)
+
+    assert worker_code == 0, worker_log.read_text()
+    assert web_code == 0, web_log.read_text()
+    message = OutboxMessage.objects.get()
+    assert message.status == OutboxStatus.SENT
+
+    # Every line either process wrote is one JSON object; none holds the secret.
+    web_lines, worker_lines = json_lines(web_log), json_lines(worker_log)
+    assert secret not in web_log.read_text() + worker_log.read_text()
+    assert any(
+        line.get("request_id") == "e2e-pedido-1" and line.get("message_id") == str(message.pk) for line in web_lines
+    ), web_log.read_text()
+    assert any(line["logger"] == "gunicorn.access" and line["request_id"] == "e2e-pedido-1" for line in web_lines)
+    assert any(
+        line.get("message_id") == str(message.pk) and line["message"].startswith("outbox.sent") for line in worker_lines
+    ), worker_log.read_text()
