@@ -234,6 +234,7 @@ LOGGING = {
     },
     "filters": {"request_id": {"()": "backend.logs.RequestIdFilter"}},
     "handlers": {
+        "null": {"class": "logging.NullHandler"},
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "json" if LOG_FORMAT == "json" else "line",
@@ -242,5 +243,10 @@ LOGGING = {
     },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     # Replace Django's own console handler instead of printing each line twice.
-    "loggers": {"django": {"handlers": ["console"], "level": "INFO", "propagate": False}},
+    "loggers": {
+        "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        # django.request already logs one line per refused request ("Bad Request: /path");
+        # this logger would add a traceback for every scanner sending a wrong Host header.
+        "django.security.DisallowedHost": {"handlers": ["null"], "propagate": False},
+    },
 }
