@@ -71,3 +71,23 @@ def test_production_redirects_to_https_and_sends_hsts_behind_railways_proxy(tmp_
     assert answer["https"][1].startswith("max-age=31536000")
     assert answer["bad_host"] == [400, "application/json"]
     assert answer["cookies"] == [True, True]
+
+
+def test_anymail_settings_come_from_anymail_variables():
+    code = (
+        "import django, json; django.setup(); from django.conf import settings; "
+        "print(json.dumps([settings.EMAIL_BACKEND, settings.ANYMAIL]))"
+    )
+    env = clean_env(
+        **PRODUCTION_ENV,
+        EMAIL_BACKEND="anymail.backends.postmark.EmailBackend",
+        ANYMAIL_POSTMARK_SERVER_TOKEN="tok",
+        ANYMAIL_POSTMARK_API_URL="http://127.0.0.1:9/",
+    )
+
+    result = run_python(code, env)
+
+    assert result.returncode == 0, result.stderr
+    backend, anymail = json.loads(result.stdout.strip().splitlines()[-1])
+    assert backend == "anymail.backends.postmark.EmailBackend"
+    assert anymail == {"POSTMARK_SERVER_TOKEN": "tok", "POSTMARK_API_URL": "http://127.0.0.1:9/"}

@@ -4,6 +4,8 @@ import pytest
 from django.test import Client
 from rest_framework.test import APIClient
 
+from tests.factories import make_product
+
 pytestmark = pytest.mark.django_db
 
 
@@ -72,3 +74,21 @@ def test_schema_and_docs_are_served():
     assert any(p["name"] == "Idempotency-Key" for p in post["parameters"])
     assert docs.status_code == 200
     assert b"swagger" in docs.content.lower()
+
+
+def test_an_unexpected_error_is_a_json_500_without_a_traceback(monkeypatch):
+    def broken(**kwargs):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr("backend.enrollments.views.enrollment_create", broken)
+    product = make_product()
+
+    response = Client(raise_request_exception=False).post(
+        "/api/enrollments/",
+        {"product": product.pk, "name": "Ana", "email": "ana@example.com"},
+        content_type="application/json",
+    )
+
+    assert response.status_code == 500
+    assert response.json() == {"detail": "Um erro de servidor ocorreu."}
+    assert b"secret internals" not in response.content
