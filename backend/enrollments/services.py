@@ -6,10 +6,12 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 
 from django.db import IntegrityError, transaction
 from django.template.loader import render_to_string
+from django.utils import timezone
 
 from backend.products.models import Product
 from outbox_worker.models import OutboxMessage
@@ -129,3 +131,13 @@ def enrollment_resend_confirmation(*, enrollment: Enrollment) -> OutboxMessage:
         return enrollment_queue_confirmation(
             enrollment=enrollment, dedup_key=f"{CONFIRMATION_KIND}:{enrollment.pk}:resend:{uuid.uuid4().hex}"
         )
+
+
+def idempotency_key_prune(*, older_than: timedelta) -> int:
+    """Delete stored Idempotency-Keys older than `older_than`; return how many.
+
+    Clients retry within minutes; a day-old key is only taking up space. After
+    pruning, the same key is simply new again.
+    """
+    deleted, _ = IdempotencyKey.objects.filter(created_at__lt=timezone.now() - older_than).delete()
+    return deleted

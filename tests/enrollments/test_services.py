@@ -170,3 +170,22 @@ def test_concurrent_requests_with_one_key_do_the_work_once():
     assert results["second"].body == results["first"].body
     assert Enrollment.objects.count() == 1
     assert OutboxMessage.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_prune_deletes_only_old_idempotency_keys():
+    from datetime import timedelta
+    from io import StringIO
+
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    old = IdempotencyKey.objects.create(key="old", request_hash="h", status_code=201)
+    IdempotencyKey.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(hours=25))
+    IdempotencyKey.objects.create(key="new", request_hash="h", status_code=201)
+    out = StringIO()
+
+    call_command("prune_idempotency_keys", stdout=out)
+
+    assert list(IdempotencyKey.objects.values_list("key", flat=True)) == ["new"]
+    assert out.getvalue().strip() == "1 idempotency keys deleted"
