@@ -9,6 +9,7 @@ while every sender is busy.
 import logging
 import os
 import select
+import socket
 import threading
 import time
 
@@ -16,7 +17,7 @@ import psycopg2
 from django.db import DatabaseError, InterfaceError, connection
 from django.utils import timezone
 
-from .transitions import outbox_extend_leases
+from .transitions import outbox_extend_leases, outbox_worker_gone, outbox_worker_seen
 
 logger = logging.getLogger("outbox_worker.worker")
 
@@ -146,13 +147,22 @@ class LeaseKeeper(threading.Thread):
         self.lease_seconds = lease_seconds
         self.stopping = stopping
         self.renewals = 0
+        self.started_at = timezone.now()
 
     def extend(self) -> int:
-        return outbox_extend_leases(worker_id=self.worker_id, now=timezone.now(), lease_seconds=self.lease_seconds)
+        now = timezone.now()
+        outbox_worker_seen(
+            worker_id=self.worker_id,
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            started_at=self.started_at,
+            now=now,
+        )
+        return outbox_extend_leases(worker_id=self.worker_id, now=now, lease_seconds=self.lease_seconds)
 
     def run(self) -> None:
         interval = self.lease_seconds / 3
-        next_run = time.monotonic() + interval
+        next_run = time.monotonic()  # announce the worker at once, then every interval
         try:
             while not self.stopping.wait(max(0.0, next_run - time.monotonic())):
                 next_run = time.monotonic() + interval
@@ -164,5 +174,9 @@ class LeaseKeeper(threading.Thread):
                 except (DatabaseError, InterfaceError) as exc:
                     logger.error("outbox.lease_extend_failed worker=%s error=%r", self.worker_id, exc)
                     connection.close()
+            try:
+                outbox_worker_gone(worker_id=self.worker_id)
+            except (DatabaseError, InterfaceError):
+                pass  # the row goes stale instead; nothing depends on its removal
         finally:
             connection.close()

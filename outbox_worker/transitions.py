@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from django.db import transaction
 from django.db.models import F, QuerySet
 
-from .models import DeliveryAttempt, OutboxMessage, OutboxStatus
+from .models import DeliveryAttempt, OutboxMessage, OutboxStatus, WorkerHeartbeat
 
 
 @dataclass
@@ -82,3 +82,16 @@ def outbox_extend_leases(*, worker_id: str, now: datetime, lease_seconds: float)
     return OutboxMessage.objects.filter(status=OutboxStatus.SENDING, locked_by=worker_id).update(
         locked_until=now + timedelta(seconds=lease_seconds)
     )
+
+
+def outbox_worker_seen(*, worker_id: str, hostname: str, pid: int, started_at: datetime, now: datetime) -> None:
+    """Record that the worker `worker_id` is alive."""
+    WorkerHeartbeat.objects.update_or_create(
+        worker_id=worker_id,
+        defaults={"last_seen_at": now},
+        create_defaults={"hostname": hostname, "pid": pid, "started_at": started_at, "last_seen_at": now},
+    )
+
+
+def outbox_worker_gone(*, worker_id: str) -> None:
+    WorkerHeartbeat.objects.filter(worker_id=worker_id).delete()
