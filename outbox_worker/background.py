@@ -12,6 +12,7 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 import psycopg2
 from django.db import DatabaseError, InterfaceError, connection
@@ -105,7 +106,7 @@ class NotificationListener(threading.Thread):
                     self.waker.bump()
                     failures = 0
                 self._listen_once()
-            except psycopg2.Error as exc:
+            except Exception as exc:  # noqa: BLE001 - a listener that dies would leave only polling
                 delay = min(15.0, 0.5 * 2**failures)
                 failures += 1
                 logger.error("outbox.listen_error retry_in=%.1fs error=%r", delay, exc)
@@ -133,19 +134,30 @@ class NotificationListener(threading.Thread):
 
 
 class LeaseKeeper(threading.Thread):
-    """Extends the lease of every row this worker holds, every `lease_seconds / 3`.
+    """Extends the lease of the rows the senders have in hand, every `lease_seconds / 3`.
 
     Without it a send slower than the lease (a provider taking minutes) would
-    let a second worker take the row and send it again.
+    let a second worker take the row and send it again. Only rows a sender
+    still works on are extended: a row whose outcome could not be written
+    (database trouble) is dropped from `in_hand`, so its lease runs out and it
+    comes back instead of staying ours forever.
     """
 
-    def __init__(self, *, worker_id: str, lease_seconds: float, stopping: threading.Event) -> None:
+    def __init__(
+        self,
+        *,
+        worker_id: str,
+        lease_seconds: float,
+        stopping: threading.Event,
+        in_hand: Callable[[], list[int]],
+    ) -> None:
         # `stopping` is set only once every sender has finished: during a
         # graceful shutdown the message in hand still needs its lease.
         super().__init__(name="outbox-lease-keeper", daemon=True)
         self.worker_id = worker_id
         self.lease_seconds = lease_seconds
         self.stopping = stopping
+        self.in_hand = in_hand
         self.renewals = 0
         self.started_at = timezone.now()
 
@@ -158,7 +170,12 @@ class LeaseKeeper(threading.Thread):
             started_at=self.started_at,
             now=now,
         )
-        return outbox_extend_leases(worker_id=self.worker_id, now=now, lease_seconds=self.lease_seconds)
+        ids = self.in_hand()
+        if not ids:
+            return 0
+        return outbox_extend_leases(
+            message_ids=ids, worker_id=self.worker_id, now=now, lease_seconds=self.lease_seconds
+        )
 
     def run(self) -> None:
         interval = self.lease_seconds / 3

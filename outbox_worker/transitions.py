@@ -77,11 +77,9 @@ def outbox_release(*, message_ids: Iterable[int], worker_id: str, now: datetime)
     )
 
 
-def outbox_extend_leases(*, worker_id: str, now: datetime, lease_seconds: float) -> int:
-    """Push the lease of every row `worker_id` holds; return how many it holds."""
-    return OutboxMessage.objects.filter(status=OutboxStatus.SENDING, locked_by=worker_id).update(
-        locked_until=now + timedelta(seconds=lease_seconds)
-    )
+def outbox_extend_leases(*, message_ids: Iterable[int], worker_id: str, now: datetime, lease_seconds: float) -> int:
+    """Push the lease of the given rows `worker_id` still holds; return how many that is."""
+    return _held(message_ids, worker_id).update(locked_until=now + timedelta(seconds=lease_seconds))
 
 
 def outbox_worker_seen(*, worker_id: str, hostname: str, pid: int, started_at: datetime, now: datetime) -> None:

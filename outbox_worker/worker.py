@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TypeVar
 
+from django.conf import settings
 from django.core.mail import get_connection
 from django.core.mail.backends.base import BaseEmailBackend
 from django.db import DatabaseError, InterfaceError, close_old_connections, connection
@@ -27,7 +28,7 @@ from django.utils import timezone
 from .background import LeaseKeeper, NotificationListener, Waker
 from .claim import outbox_claim_batch
 from .conf import outbox_settings
-from .delivery import deliver
+from .delivery import close_quietly, deliver
 from .models import AttemptOutcome, DeliveryAttempt, OutboxMessage, OutboxStatus
 from .retry import RetryPolicy
 from .throttle import RateLimiter
@@ -86,6 +87,8 @@ class OutboxWorker:
         self.waker = Waker()
         self.listener: NotificationListener | None = None
         self._stats_lock = threading.Lock()
+        # Rows claimed by this process whose outcome is not yet written.
+        self._in_hand: set[int] = set()
         self._stopping = threading.Event()
 
     # --- lifecycle ---------------------------------------------------------
@@ -117,8 +120,13 @@ class OutboxWorker:
             "outbox.worker_started worker=%s concurrency=%s batch_size=%s poll_interval=%s lease_seconds=%s notify=%s",
             self.worker_id, self.concurrency, self.batch_size, self.poll_interval, self.lease_seconds, listen,
         )  # fmt: skip
+        if getattr(settings, "EMAIL_TIMEOUT", None) is None:
+            # The lease keeper would keep a row hung on a silent server forever.
+            logger.warning("outbox.no_email_timeout: set EMAIL_TIMEOUT, or a hung SMTP server blocks a sender for good")
         senders_done = threading.Event()
-        keeper = LeaseKeeper(worker_id=self.worker_id, lease_seconds=self.lease_seconds, stopping=senders_done)
+        keeper = LeaseKeeper(
+            worker_id=self.worker_id, lease_seconds=self.lease_seconds, stopping=senders_done, in_hand=self._in_hand_ids
+        )
         keeper.start()
         if listen:
             self.listener = NotificationListener(waker=self.waker, stopping=self._stopping)
@@ -175,6 +183,10 @@ class OutboxWorker:
 
     # --- one batch -----------------------------------------------------------
 
+    def _in_hand_ids(self) -> list[int]:
+        with self._stats_lock:
+            return list(self._in_hand)
+
     def process_batch(self) -> int:
         """Claim and deliver one batch; return how many messages were claimed."""
         messages = outbox_claim_batch(
@@ -183,6 +195,8 @@ class OutboxWorker:
         if not messages:
             return 0
         unstarted = {message.pk for message in messages}
+        with self._stats_lock:
+            self._in_hand.update(unstarted)
         outcomes: list[Outcome] = []
         backend = self.connection_factory()
         try:
@@ -200,14 +214,17 @@ class OutboxWorker:
                     outcomes = []
         finally:
             try:
-                backend.close()
-            except Exception:  # noqa: BLE001 - a broken connection must not block the writes below
-                pass
-            if outcomes:
-                self._write(outcomes)
-            if unstarted:
-                released = outbox_release(message_ids=unstarted, worker_id=self.worker_id, now=timezone.now())
-                logger.info("outbox.released worker=%s count=%s", self.worker_id, released)
+                close_quietly(backend)
+                if outcomes:
+                    self._write(outcomes)
+                if unstarted:
+                    released = outbox_release(message_ids=unstarted, worker_id=self.worker_id, now=timezone.now())
+                    logger.info("outbox.released worker=%s count=%s", self.worker_id, released)
+            finally:
+                # Written or not, these rows are no longer ours to keep alive:
+                # any whose outcome was lost come back when their lease ends.
+                with self._stats_lock:
+                    self._in_hand.difference_update(message.pk for message in messages)
         return len(messages)
 
     def _deliver(self, message: OutboxMessage, backend: BaseEmailBackend) -> Outcome:
