@@ -119,13 +119,6 @@ def deliver(
                 result.attempts.append(
                     _attempt(message, worker_id, try_number, started, timezone.now(), AttemptOutcome.SENT, None, "")
                 )
-                logger.info(
-                    "outbox.sent id=%s attempt=%s try=%s duration_ms=%.1f",
-                    message.pk,
-                    message.attempts,
-                    try_number,
-                    (time.monotonic() - clock) * 1000,
-                )
         result.sent = True
     except Exception as exc:  # noqa: BLE001 - every failure becomes a recorded outcome
         verdict = classify(exc)
