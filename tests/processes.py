@@ -39,3 +39,35 @@ def start_worker(*args: str, smtp_port: int, log_path: Path, **extra_env: str) -
         stdout=log,
         stderr=subprocess.STDOUT,
     )
+
+
+def wait_until(predicate, *, timeout: float = 60.0, interval: float = 0.05, what: str = "condition"):
+    """Poll `predicate` until it returns something truthy; fail after `timeout`.
+
+    For conditions only observable in the database or another process; where
+    an event can be awaited directly (the SMTP handler's condition), tests do that.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+def listener_pids() -> set[int]:
+    """Backends of the current database that are LISTENing for the outbox channel."""
+    from django.db import connection as conn
+
+    from outbox_worker.background import LISTENER_APPLICATION_NAME
+
+    with conn.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s",
+            [LISTENER_APPLICATION_NAME],
+        )
+        return {row[0] for row in cursor.fetchall()}

@@ -16,6 +16,7 @@ class Received:
     mail_from: str
     rcpt_tos: list[str]
     data: bytes
+    peer: tuple = ()
 
     @property
     def message(self) -> Message:
@@ -41,6 +42,7 @@ class RecordingHandler:
     gate: threading.Event | None = None
     entered: threading.Event = field(default_factory=threading.Event)
     at_gate: int = 0
+    gate_skip: int = 0  # this many DATA commands pass before the gate applies
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address in self.rcpt_replies:
@@ -49,19 +51,23 @@ class RecordingHandler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
-        if self.gate is not None:
-            with self.condition:
+        with self.condition:
+            self.data_commands += 1
+            gated = self.gate is not None and self.data_commands > self.gate_skip
+            if gated:
                 self.at_gate += 1
                 self.condition.notify_all()
+        if gated:
             self.entered.set()
             await asyncio.get_running_loop().run_in_executor(None, self.gate.wait)
         with self.condition:
-            self.data_commands += 1
             if self.replies:
                 reply = self.replies.popleft()
                 self.condition.notify_all()
                 return reply
-            self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+            self.received.append(
+                Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.content, tuple(session.peer))
+            )
             self.condition.notify_all()
         return "250 Message accepted for delivery"
 
@@ -76,6 +82,20 @@ class RecordingHandler:
         with self.condition:
             if not self.condition.wait_for(lambda: len(self.received) >= count, timeout=timeout):
                 raise AssertionError(f"SMTP server received {len(self.received)} of {count} messages")
+            return list(self.received)
+
+    def message_ids(self) -> list[str]:
+        with self.condition:
+            return [r.message["Message-ID"] for r in self.received]
+
+    def wait_for_distinct(self, count: int, timeout: float = 60.0) -> list[Received]:
+        """Block until `count` different Message-IDs were accepted."""
+        with self.condition:
+            done = self.condition.wait_for(
+                lambda: len({r.message["Message-ID"] for r in self.received}) >= count, timeout=timeout
+            )
+            if not done:
+                raise AssertionError(f"SMTP server received fewer than {count} distinct messages")
             return list(self.received)
 
 

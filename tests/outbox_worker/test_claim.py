@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from outbox_worker.claim import outbox_claim_batch
 from outbox_worker.models import OutboxMessage, OutboxStatus
-from outbox_worker.transitions import outbox_mark_sent, outbox_release
+from outbox_worker.transitions import Outcome, outbox_finish, outbox_release
 from tests.factories import enqueue_messages
 
 pytestmark = pytest.mark.django_db
@@ -73,9 +73,9 @@ def test_a_worker_that_lost_its_lease_cannot_finish_the_row():
     claim(worker_id="slow", lease_seconds=30, now=start)
     claim(worker_id="w2", now=start + timedelta(seconds=31))
 
-    finished = outbox_mark_sent(message_id=message.pk, worker_id="slow", now=timezone.now(), attempts=[])
+    lost = outbox_finish(outcomes=[Outcome(message.pk, OutboxStatus.SENT)], worker_id="slow", now=timezone.now())
 
-    assert finished is False
+    assert lost == 1
     message.refresh_from_db()
     assert (message.status, message.locked_by) == (OutboxStatus.SENDING, "w2")
 
