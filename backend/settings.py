@@ -6,6 +6,7 @@ project runs on a local SQLite file and prints emails to the console.
 """
 
 import os
+import re
 from pathlib import Path
 
 import environ
@@ -215,6 +216,11 @@ REST_FRAMEWORK = {
 # Anonymous enrollment POSTs per client address, e.g. "20/min", "100/hour";
 # empty turns the throttle off.
 ENROLLMENT_THROTTLE_RATE = env.str("ENROLLMENT_THROTTLE_RATE", default="20/min") or None
+# Checked here: a typo would otherwise surface as a 500 on every enrollment.
+if ENROLLMENT_THROTTLE_RATE and not re.fullmatch(
+    r"\d+/(s|sec|second|m|min|minute|h|hour|d|day)", ENROLLMENT_THROTTLE_RATE
+):
+    raise ImproperlyConfigured(f"ENROLLMENT_THROTTLE_RATE must look like 20/min, not {ENROLLMENT_THROTTLE_RATE!r}.")
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Cursos API",

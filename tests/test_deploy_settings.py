@@ -23,6 +23,7 @@ def test_check_deploy_reports_nothing_with_production_settings():
         # DEBUG left on in a Railway service.
         ({"DEBUG": "true", "RAILWAY_ENVIRONMENT_ID": "0b1c2d3e"}, "DEBUG must be off"),
         ({"DEBUG": "true", "PRODUCTION": "true"}, "DEBUG must be off"),
+        ({"ENROLLMENT_THROTTLE_RATE": "muitos"}, "ENROLLMENT_THROTTLE_RATE must look like"),
     ],
 )
 def test_production_refuses_to_start_misconfigured(overrides, complaint):
