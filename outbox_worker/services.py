@@ -84,7 +84,10 @@ def outbox_enqueue(
         body_text=body_text,
         body_html=body_html,
         headers=headers,
-        message_id=make_msgid(domain=_message_id_domain(from_email)),
+        # make_msgid alone is time + pid + the `random` module, whose state anyone
+        # can seed (Hypothesis does, per example): two enqueues in one 10 ms tick
+        # then collide on the unique index. A uuid4 from os.urandom cannot.
+        message_id=make_msgid(idstring=uuid.uuid4().hex, domain=_message_id_domain(from_email)),
         kind=kind,
         source=source,
         dedup_key=dedup_key or uuid.uuid4().hex,

@@ -189,3 +189,24 @@ def test_prune_deletes_only_old_idempotency_keys():
 
     assert list(IdempotencyKey.objects.values_list("key", flat=True)) == ["new"]
     assert out.getvalue().strip() == "1 idempotency keys deleted"
+
+
+@pytest.mark.django_db
+def test_message_ids_stay_unique_when_the_random_module_is_reseeded():
+    # Found by the fuzz test: Hypothesis reseeds `random` for every example, and
+    # make_msgid's only randomness came from it, so two enrollments within one
+    # 10 ms tick got the same Message-ID and the second one was a 500.
+    import random
+
+    product = make_product()
+    random.seed(7)
+    first = enrollment_create(product=product, name="Ana", email="ana@example.com")
+    random.seed(7)
+    second = enrollment_create(product=product, name="Bia", email="bia@example.com")
+
+    ids = set(
+        OutboxMessage.objects.filter(source__in=[first.outbox_source, second.outbox_source]).values_list(
+            "message_id", flat=True
+        )
+    )
+    assert len(ids) == 2
