@@ -99,6 +99,7 @@ def test_procfile_web_and_worker_enroll_and_deliver_then_stop_cleanly(smtp_serve
         "WEB_CONCURRENCY": "2",
         "LOG_FORMAT": "json",
         "OUTBOX_POLL_INTERVAL": "0.2",
+        "ENROLLMENT_THROTTLE_RATE": "3/min",
         "PYTHONUNBUFFERED": "1",
     }
     commands = procfile()
@@ -117,12 +118,29 @@ def test_procfile_web_and_worker_enroll_and_deliver_then_stop_cleanly(smtp_serve
             **{"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.7", "X-Request-ID": "e2e-pedido-1"},
         )
         assert status == 201, body
+        enrollment_id = body["id"]
         assert headers["X-Request-ID"] == "e2e-pedido-1"
         assert "max-age" in headers["Strict-Transport-Security"]
 
         [received] = smtp_server.handler.wait_for(1)
         assert received.rcpt_tos == ["ana@example.com"]
         assert "Django na Pr" in received.message["Subject"] or "Django_na_Pr" in received.message["Subject"]
+
+        # The throttle counts in the database cache, so two gunicorn workers
+        # share one budget per client: the 4th request is refused whichever
+        # worker gets it.
+        statuses = [
+            http(
+                "POST",
+                "/api/enrollments/",
+                port,
+                {"product": product.pk, "name": "Bia", "email": f"bia{i}@example.com"},
+                **{"X-Forwarded-Proto": "https", "X-Forwarded-For": "198.51.100.20"},
+            )
+            for i in range(4)
+        ]
+        assert [status for status, _, _ in statuses] == [201, 201, 201, 429]
+        assert int(statuses[-1][1]["Retry-After"]) > 0
 
         # Railway's healthcheck: plain http, its own Host header, no redirect.
         status, _, health = http("GET", "/healthz", port, Host="healthcheck.railway.app")
@@ -133,7 +151,7 @@ def test_procfile_web_and_worker_enroll_and_deliver_then_stop_cleanly(smtp_serve
 
     assert worker_code == 0, worker_log.read_text()
     assert web_code == 0, web_log.read_text()
-    message = OutboxMessage.objects.get()
+    message = OutboxMessage.objects.get(source=f"enrollments.enrollment:{enrollment_id}")
     assert message.status == OutboxStatus.SENT
 
     # Every line either process wrote is one JSON object; none holds the secret.
