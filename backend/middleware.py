@@ -82,13 +82,15 @@ def _default_detail(request: HttpRequest, status: int) -> str:
         403: exceptions.PermissionDenied.default_detail,
         404: exceptions.NotFound.default_detail,
         406: exceptions.NotAcceptable.default_detail,
+        413: _("Corpo da requisição grande demais."),
         415: exceptions.UnsupportedMediaType.default_detail.format(media_type=request.content_type),
+        429: exceptions.Throttled.default_detail,
     }
     if status == 405:
         return exceptions.MethodNotAllowed.default_detail.format(method=request.method)
     if status in known:
         return str(known[status])
-    return str(exceptions.APIException.default_detail)
+    return str(exceptions.ParseError.default_detail if status < 500 else exceptions.APIException.default_detail)
 
 
 def json_error(
