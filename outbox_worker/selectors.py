@@ -221,6 +221,11 @@ def _plan_cancel(message: OutboxMessage, now: datetime) -> PlannedChange:
 _PLANNERS = {"resend": _plan_resend, "retry_now": _plan_retry_now, "cancel": _plan_cancel}
 
 
+def outbox_plan_for_message(*, action: str, message: OutboxMessage, now: datetime | None = None) -> PlannedChange:
+    """Return what `action` would do to one message now (see outbox_action_plan)."""
+    return _PLANNERS[action](message, now or timezone.now())
+
+
 def outbox_action_plan(*, action: str, message_ids: Iterable[int], now: datetime | None = None) -> list[PlannedChange]:
     """Return, for each message, what `action` ("resend", "retry_now", "cancel") would do to it now.
 

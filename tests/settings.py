@@ -18,3 +18,10 @@ OUTBOX_SEND_RETRY_WAIT = (0.01, 0.05)
 OUTBOX_SEND_TRIES = 3
 OUTBOX_MAX_ATTEMPTS = 3
 EMAIL_TIMEOUT = 5.0
+
+# The in-process suite renders admin pages without running collectstatic, so it
+# uses plain static storage. The browser test's gunicorn sets TEST_HASHED_STATIC=1
+# and STATIC_ROOT: it serves collected, hashed files through whitenoise as production does.
+if os.environ.get("TEST_HASHED_STATIC") != "1":
+    STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}  # noqa: F405
+STATIC_ROOT = os.environ.get("STATIC_ROOT", STATIC_ROOT)  # noqa: F405
