@@ -93,6 +93,10 @@ class DeliveryAttemptInline(admin.TabularInline):
     def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
+    def has_view_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        # Attempts are part of the message's story: whoever may see the message sees them.
+        return request.user.has_perm("outbox_worker.view_outboxmessage")
+
 
 def source_admin_url(source: str) -> str | None:
     """Return the admin page of the object named by `source` ("app_label.model:pk"), if it has one."""
