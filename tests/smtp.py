@@ -64,7 +64,12 @@ class RecordingHandler:
 class SMTPServer:
     def __init__(self, handler: RecordingHandler | None = None) -> None:
         self.handler = handler or RecordingHandler()
-        self.controller = Controller(self.handler, hostname="127.0.0.1", port=0)
+        # aiosmtpd's Controller cannot take port 0: start() probes the port it
+        # was given to know the server is up. Ask the OS for a free one first.
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.controller = Controller(self.handler, hostname="127.0.0.1", port=port)
 
     def start(self) -> "SMTPServer":
         self.controller.start()
