@@ -27,9 +27,9 @@ from .selectors import (
     capped_count,
     outbox_action_plan,
     outbox_health,
+    outbox_kinds,
     outbox_plan_for_message,
-    outbox_recent_kinds,
-    outbox_search_filter,
+    outbox_search,
 )
 from .services import ActionReport, outbox_cancel, outbox_resend, outbox_retry_now
 
@@ -69,7 +69,7 @@ class KindFilter(admin.SimpleListFilter):
     parameter_name = "kind"
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
-        kinds = outbox_recent_kinds()
+        kinds = outbox_kinds()
         if self.value() and self.value() not in kinds:
             kinds.append(self.value())
         return [(kind, kind) for kind in kinds]
@@ -149,8 +149,8 @@ class OutboxMessageAdmin(admin.ModelAdmin):
     list_filter = ["status", KindFilter, "created_at"]
     search_fields = ["to", "subject", "message_id", "source"]  # see get_search_results
     search_help_text = (
-        "Destinatário ou assunto (parte do texto), Message-ID (<…@…>) ou a matrícula que causou o email "
-        "(ex.: matrícula 42)."
+        "Email completo do aluno, Message-ID ou a matrícula que causou o email (ex.: matrícula 42): busca "
+        "exata e rápida. Outro texto procura em parte do destinatário ou do assunto (mais lento)."
     )
     list_per_page = 50
     paginator = CappedCountPaginator
@@ -226,7 +226,7 @@ class OutboxMessageAdmin(admin.ModelAdmin):
     def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
         if not search_term.strip():
             return queryset, False
-        return queryset.filter(outbox_search_filter(search_term)), False
+        return outbox_search(queryset=queryset, term=search_term), False
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
         health = outbox_health()

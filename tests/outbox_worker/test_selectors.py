@@ -8,8 +8,8 @@ from outbox_worker.selectors import (
     capped_count,
     outbox_action_plan,
     outbox_health,
-    outbox_recent_kinds,
-    outbox_search_filter,
+    outbox_kinds,
+    outbox_search,
 )
 from outbox_worker.services import outbox_cancel, outbox_resend, outbox_retry_now
 from tests.factories import enqueue_messages
@@ -66,27 +66,29 @@ def test_capped_count_stops_counting_at_the_cap():
     assert (counted.value, counted.capped) == (7, False)
 
 
-def test_recent_kinds_lists_each_kind_once():
+def test_kinds_lists_each_kind_once_sorted():
     enqueue_messages(2, kind="enrollment_confirmation")
     enqueue_messages(1, kind="password_reset")
     enqueue_messages(1)
 
-    assert outbox_recent_kinds() == ["enrollment_confirmation", "password_reset"]
+    assert outbox_kinds() == ["enrollment_confirmation", "password_reset"]
 
 
-def test_search_finds_by_message_id_enrollment_recipient_and_subject():
+def test_search_finds_by_message_id_enrollment_address_and_text():
     first, second = enqueue_messages(2, source="enrollments.enrollment:42")
-    other = enqueue_messages(1, to=["bia@example.com"], subject="Boleto vencendo", source="enrollments.enrollment:7")[0]
+    other = enqueue_messages(1, to=["Bia@Example.com"], subject="Boleto vencendo", source="enrollments.enrollment:7")[0]
 
     def found(term):
-        return set(OutboxMessage.objects.filter(outbox_search_filter(term)).values_list("pk", flat=True))
+        return set(outbox_search(queryset=OutboxMessage.objects.all(), term=term).values_list("pk", flat=True))
 
     assert found(first.message_id) == {first.pk}
     assert found(first.message_id.strip("<>")) == {first.pk}
     assert found("matrícula 42") == found("enrollments.enrollment:42") == {first.pk, second.pk}
     assert found("Matricula:7") == {other.pk}
+    assert found(" bia@example.COM ") == {other.pk}
     assert found("bia@") == {other.pk}
     assert found("boleto") == {other.pk}
+    assert found("ninguem@example.com") == set()
 
 
 STATES = {
