@@ -6,28 +6,26 @@ Nothing here sends email; actions only change rows a worker will pick up.
 
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
-from django.core.paginator import Paginator
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.formats import date_format
-from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from . import admin_actions
 from .admin_actions import ConfirmationRow
 from .admin_health import chart_columns
+from .admin_list import CappedCountPaginator, KindFilter, OutboxChangeList
 from .models import DeliveryAttempt, OutboxMessage, OutboxStatus
 from .selectors import (
-    capped_count,
     outbox_action_plan,
     outbox_health,
-    outbox_kinds,
     outbox_plan_for_message,
     outbox_search,
 )
@@ -40,42 +38,6 @@ STATUS_COLOURS = {
     OutboxStatus.FAILED: "#b3261e",
     OutboxStatus.CANCELLED: "#666",
 }
-
-
-class CappedCountPaginator(Paginator):
-    """A paginator that never counts past selectors.COUNT_CAP rows.
-
-    An exact COUNT(*) over a million rows on every page load is what makes a
-    big changelist slow; past the cap the page says "more than …" instead.
-    """
-
-    @cached_property
-    def count(self) -> int:
-        counted = capped_count(self.object_list)
-        self.count_is_capped = counted.capped
-        return counted.value
-
-    count_is_capped = False
-
-
-class OutboxChangeList(ChangeList):
-    def get_queryset(self, request: HttpRequest, exclude_parameters=None) -> QuerySet:
-        # The list never shows bodies; they can be large, so leave them in the table.
-        return super().get_queryset(request, exclude_parameters).defer("body_text", "body_html", "headers")
-
-
-class KindFilter(admin.SimpleListFilter):
-    title = "tipo"
-    parameter_name = "kind"
-
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
-        kinds = outbox_kinds()
-        if self.value() and self.value() not in kinds:
-            kinds.append(self.value())
-        return [(kind, kind) for kind in kinds]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        return queryset.filter(kind=self.value()) if self.value() else queryset
 
 
 class DeliveryAttemptInline(admin.TabularInline):
@@ -130,14 +92,24 @@ def status_badge(message: OutboxMessage) -> SafeString:
     )
 
 
-# Each action: the service that does it, the verb for its confirmation page, the admin log wording.
-ACTIONS: dict[str, tuple[Callable[..., ActionReport], str, str]] = {
-    "resend": (outbox_resend, "reenviar", "Reenvio"),
-    "retry_now": (outbox_retry_now, "tentar agora", "Tentar agora"),
-    "cancel": (outbox_cancel, "cancelar", "Cancelamento"),
+@dataclass(frozen=True)
+class OperatorAction:
+    key: str  # its name for selectors.outbox_action_plan
+    admin_name: str  # the ModelAdmin action
+    service: Callable[..., ActionReport]
+    verb: str  # "Sim, <verb> 2 itens" on the confirmation page
+    log_label: str  # how the admin log and the messages name it
+    button: str  # the button on a message's own page
+
+
+OPERATOR_ACTIONS = {
+    action.key: action
+    for action in [
+        OperatorAction("resend", "resend_messages", outbox_resend, "reenviar", "Reenvio", "Reenviar"),
+        OperatorAction("retry_now", "retry_now", outbox_retry_now, "tentar agora", "Tentar agora", "Tentar agora"),
+        OperatorAction("cancel", "cancel_messages", outbox_cancel, "cancelar", "Cancelamento", "Cancelar"),
+    ]
 }
-ACTION_NAMES = {"resend": "resend_messages", "retry_now": "retry_now", "cancel": "cancel_messages"}
-DETAIL_BUTTONS = {"resend": "Reenviar", "retry_now": "Tentar agora", "cancel": "Cancelar"}
 
 
 @admin.register(OutboxMessage)
@@ -251,9 +223,9 @@ class OutboxMessageAdmin(admin.ModelAdmin):
             return []
         allowed = self.get_actions(request)
         return [
-            (ACTION_NAMES[key], DETAIL_BUTTONS[key])
-            for key in ACTIONS
-            if ACTION_NAMES[key] in allowed and outbox_plan_for_message(action=key, message=message).allowed
+            (action.admin_name, action.button)
+            for action in OPERATOR_ACTIONS.values()
+            if action.admin_name in allowed and outbox_plan_for_message(action=action.key, message=message).allowed
         ]
 
     # --- columns and fields -------------------------------------------------
@@ -346,7 +318,7 @@ class OutboxMessageAdmin(admin.ModelAdmin):
         ids = admin_actions.selected_ids(self, request, queryset)
         if ids is None:
             return None
-        service, verb, log_label = ACTIONS[key]
+        action = OPERATOR_ACTIONS[key]
         if not admin_actions.is_confirmed(request):
             rows = [
                 ConfirmationRow(
@@ -359,27 +331,30 @@ class OutboxMessageAdmin(admin.ModelAdmin):
                 )
                 for plan in outbox_action_plan(action=key, message_ids=ids)
             ]
-            title = f"Confirmar: {verb} {len(rows)} mensage{'m' if len(rows) == 1 else 'ns'}"
+            title = f"Confirmar: {action.verb} {len(rows)} mensage{'m' if len(rows) == 1 else 'ns'}"
             return admin_actions.render_confirmation(
-                self, request, action=ACTION_NAMES[key], title=title, verb=verb, rows=rows
+                self, request, action=action.admin_name, title=title, verb=action.verb, rows=rows
             )
-        report = service(message_ids=ids)
-        self._log_and_tell(request, report, log_label)
+        report = action.service(message_ids=ids)
+        self._log_and_tell(request, report, action.log_label)
         if len(ids) == 1:
             # One message (typically from its own page): go back to it to watch what happens.
             return HttpResponseRedirect(reverse("admin:outbox_worker_outboxmessage_change", args=[ids[0]]))
         return None
 
     def _log_and_tell(self, request: HttpRequest, report: ActionReport, label: str) -> None:
+        """Record what happened to each row in the admin log (with the user) and tell the user in short."""
         touched = set(report.changed) | set(report.created) | set(report.refused) | set(report.created.values())
         by_id = OutboxMessage.objects.only("id", "subject", "to").in_bulk(list(touched))
-        grouped: dict[str, list[Model]] = defaultdict(list)
-        grouped[f"{label}: feito"] = [by_id[pk] for pk in report.changed if pk in by_id]
+        logged: dict[str, list[Model]] = defaultdict(list)
+        logged[f"{label}: feito"] = [by_id[pk] for pk in report.changed]
         for original, copy in report.created.items():
-            grouped[f"{label}: cópia #{copy} criada"].append(by_id[original])
+            logged[f"{label}: cópia #{copy} criada"].append(by_id[original])
+        refused_by_reason: dict[str, list[int]] = defaultdict(list)
         for pk, reason in report.refused.items():
-            grouped[f"{label} recusado: {reason}"].append(by_id[pk])
-        admin_actions.log_grouped(request, grouped)
+            logged[f"{label} recusado: {reason}"].append(by_id[pk])
+            refused_by_reason[reason].append(pk)
+        admin_actions.log_grouped(request, logged)
         admin_actions.log_additions(
             request, ((by_id[copy], f"{label}: cópia de #{original}") for original, copy in report.created.items())
         )
@@ -388,5 +363,6 @@ class OutboxMessageAdmin(admin.ModelAdmin):
         if report.created:
             copies = ", ".join(f"#{copy}" for copy in report.created.values())
             self.message_user(request, f"{label}: cópia(s) nova(s) na fila: {copies}.", messages.SUCCESS)
-        for pk, reason in report.refused.items():
-            self.message_user(request, f"{label} recusado para #{pk}: {reason}.", messages.WARNING)
+        for reason, pks in refused_by_reason.items():
+            listed = ", ".join(f"#{pk}" for pk in pks[:20]) + (f" e mais {len(pks) - 20}" if len(pks) > 20 else "")
+            self.message_user(request, f"{label} recusado para {listed}: {reason}.", messages.WARNING)

@@ -62,8 +62,9 @@ class OutboxHealth:
         return None if self.oldest_due_at is None else self.now - self.oldest_due_at
 
 
-def capped_count(queryset: QuerySet, cap: int = COUNT_CAP) -> CappedCount:
-    """Count at most `cap` rows: `SELECT COUNT(*) FROM (… LIMIT cap + 1)`."""
+def capped_count(queryset: QuerySet, cap: int | None = None) -> CappedCount:
+    """Count at most `cap` (default COUNT_CAP) rows: `SELECT COUNT(*) FROM (… LIMIT cap + 1)`."""
+    cap = COUNT_CAP if cap is None else cap
     value = queryset.order_by()[: cap + 1].count()
     return CappedCount(min(value, cap), value > cap)
 

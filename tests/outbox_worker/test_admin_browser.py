@@ -11,6 +11,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -63,8 +64,8 @@ def _free_port() -> int:
 
 def _wait_until_listening(port: int, process: subprocess.Popen, log: Path, timeout: float = 60.0) -> None:
     """Return once `port` accepts connections; fail at once if the process dies first."""
-    deadline = timeout
-    while deadline > 0:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return
@@ -75,7 +76,7 @@ def _wait_until_listening(port: int, process: subprocess.Popen, log: Path, timeo
             process.wait(timeout=0.1)
             pytest.fail(f"gunicorn exited with {process.returncode}:\n{log.read_text()}")
         except subprocess.TimeoutExpired:
-            deadline -= 0.1
+            pass
     pytest.fail(f"gunicorn did not listen on {port} within {timeout}s:\n{log.read_text()}")
 
 
