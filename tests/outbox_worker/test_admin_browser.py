@@ -56,6 +56,12 @@ def _require_browser() -> None:
         pytest.skip(f"!!! BROWSER TEST SKIPPED: {problem} !!!")
 
 
+@pytest.fixture
+def browser_available() -> None:
+    """Check for the browser before any server starts."""
+    _require_browser()
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -142,8 +148,9 @@ def _run_worker(app_env: dict[str, str]) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_operator_finds_a_rejected_email_resends_it_and_it_is_delivered(gunicorn, app_env, smtp_server, monkeypatch):
-    _require_browser()
+def test_operator_finds_a_rejected_email_resends_it_and_it_is_delivered(
+    browser_available, gunicorn, app_env, smtp_server, monkeypatch
+):
     from playwright.sync_api import expect, sync_playwright
 
     # Playwright's sync API runs an event loop in this thread; the ORM calls
@@ -216,3 +223,15 @@ def test_operator_finds_a_rejected_email_resends_it_and_it_is_delivered(gunicorn
     # whitenoise served the admin's collected, hashed static files under gunicorn.
     assert static_responses and all(status == 200 for _, status in static_responses)
     assert any(re.search(r"/static/admin/css/base\.[0-9a-f]{12}\.css$", url) for url, _ in static_responses)
+
+
+def test_a_missing_browser_fails_in_ci_and_skips_loudly_elsewhere(monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", "/nonexistent/chromium")
+
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="BROWSER TEST CANNOT RUN IN CI: /nonexistent/chromium is missing"):
+        _require_browser()
+
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="!!! BROWSER TEST SKIPPED: /nonexistent/chromium is missing"):
+        _require_browser()
