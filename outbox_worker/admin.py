@@ -7,6 +7,7 @@ Nothing here sends email; actions only change rows a worker will pick up.
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
@@ -92,6 +93,11 @@ def status_badge(message: OutboxMessage) -> SafeString:
     )
 
 
+def _short(moment: datetime | None) -> str:
+    # "28/11/2026 13:55" keeps the list's columns narrow; the long format wraps.
+    return date_format(timezone.localtime(moment), "SHORT_DATETIME_FORMAT") if moment else "—"
+
+
 @dataclass(frozen=True)
 class OperatorAction:
     key: str  # its name for selectors.outbox_action_plan
@@ -114,8 +120,7 @@ OPERATOR_ACTIONS = {
 
 @admin.register(OutboxMessage)
 class OutboxMessageAdmin(admin.ModelAdmin):
-    list_display = ["id", "recipients", "subject", "status_label", "attempts_label", "next_attempt", "created_at"]
-    list_display += ["sent_at"]
+    list_display = ["id", "recipients", "subject", "status_label", "attempts_label", "next_attempt", "created", "sent"]
     list_display_links = ["id", "subject"]
     # Every filter is backed by an index (see the model Meta): no full scans per click.
     list_filter = ["status", KindFilter, "created_at"]
@@ -244,9 +249,15 @@ class OutboxMessageAdmin(admin.ModelAdmin):
 
     @admin.display(description="próxima tentativa", ordering="available_at")
     def next_attempt(self, message: OutboxMessage) -> str:
-        if message.status != OutboxStatus.PENDING:
-            return "—"
-        return date_format(timezone.localtime(message.available_at), "SHORT_DATETIME_FORMAT")
+        return _short(message.available_at) if message.status == OutboxStatus.PENDING else "—"
+
+    @admin.display(description="criado em", ordering="created_at")
+    def created(self, message: OutboxMessage) -> str:
+        return _short(message.created_at)
+
+    @admin.display(description="enviado em", ordering="sent_at")
+    def sent(self, message: OutboxMessage) -> str:
+        return _short(message.sent_at)
 
     @admin.display(description="origem")
     def source_link(self, message: OutboxMessage) -> SafeString | str:

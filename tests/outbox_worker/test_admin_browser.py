@@ -205,6 +205,8 @@ def test_operator_finds_a_rejected_email_resends_it_and_it_is_delivered(
         _run_worker(app_env)
 
         page.reload()
+        # Fold the app menu so the screenshots show the page itself at full width.
+        page.click("#toggle-nav-sidebar")
         expect(page.locator(".field-status_label .outbox-status")).to_have_text("enviado")
         expect(page.locator(".inline-group tbody tr.has_original")).to_have_count(2)
         DOCS.mkdir(exist_ok=True)
