@@ -137,6 +137,9 @@ OUTBOX_MAX_ATTEMPTS = env.int("OUTBOX_MAX_ATTEMPTS", default=5)
 OUTBOX_LEASE_SECONDS = env.float("OUTBOX_LEASE_SECONDS", default=120.0)
 OUTBOX_BATCH_SIZE = env.int("OUTBOX_BATCH_SIZE", default=50)
 OUTBOX_POLL_INTERVAL = env.float("OUTBOX_POLL_INTERVAL", default=2.0)
+OUTBOX_NOTIFY = env.bool("OUTBOX_NOTIFY", default=True)
+OUTBOX_FINISH_EVERY = env.int("OUTBOX_FINISH_EVERY", default=10)
+OUTBOX_SEND_TRIES = env.int("OUTBOX_SEND_TRIES", default=3)
 
 # --- REST framework ---------------------------------------------------------
 REST_FRAMEWORK = {

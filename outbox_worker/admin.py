@@ -26,7 +26,7 @@ from .admin_list import CappedCountPaginator, KindFilter, OutboxChangeList
 from .models import DeliveryAttempt, OutboxMessage, OutboxStatus
 from .selectors import (
     outbox_action_plan,
-    outbox_health,
+    outbox_dashboard,
     outbox_plan_for_message,
     outbox_search,
 )
@@ -206,7 +206,7 @@ class OutboxMessageAdmin(admin.ModelAdmin):
         return outbox_search(queryset=queryset, term=search_term), False
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
-        health = outbox_health()
+        health = outbox_dashboard()
         extra_context = {
             **(extra_context or {}),
             "health": health,

@@ -28,6 +28,24 @@ class OutboxSettings:
         return float(getattr(settings, "OUTBOX_POLL_INTERVAL", 2.0))
 
     @property
+    def NOTIFY(self) -> bool:
+        """On PostgreSQL, wake idle workers with LISTEN/NOTIFY at commit time.
+
+        Turn off behind PgBouncer in transaction pooling, where LISTEN does not
+        work; polling alone stays correct, only slower to react.
+        """
+        return bool(getattr(settings, "OUTBOX_NOTIFY", True))
+
+    @property
+    def FINISH_EVERY(self) -> int:
+        """Outcomes written per database round trip inside a batch.
+
+        Higher means fewer writes per email; a worker killed with outcomes
+        still unwritten has those emails sent again after the lease.
+        """
+        return int(getattr(settings, "OUTBOX_FINISH_EVERY", 10))
+
+    @property
     def SEND_TRIES(self) -> int:
         """Tries inside one delivery for transient errors (tenacity)."""
         return int(getattr(settings, "OUTBOX_SEND_TRIES", 3))

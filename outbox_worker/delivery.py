@@ -49,7 +49,7 @@ class DeliveryResult:
     attempts: list[DeliveryAttempt] = field(default_factory=list)
 
 
-def _close_quietly(connection: BaseEmailBackend) -> None:
+def close_quietly(connection: BaseEmailBackend) -> None:
     # After an error the connection may be half-dead; the next send reopens it.
     try:
         connection.close()
@@ -84,10 +84,13 @@ def deliver(
                 started = timezone.now()
                 clock = time.monotonic()
                 try:
+                    # Opened here rather than by send_messages(), which would
+                    # close a connection it opened itself after every message.
+                    connection.open()
                     if connection.send_messages([email]) != 1:
                         raise BackendRefused("the email backend did not send the message")
                 except Exception as exc:
-                    _close_quietly(connection)
+                    close_quietly(connection)
                     verdict = classify(exc)
                     outcome = AttemptOutcome.TRANSIENT if verdict.transient else AttemptOutcome.PERMANENT
                     result.attempts.append(
@@ -115,13 +118,6 @@ def deliver(
                     raise
                 result.attempts.append(
                     _attempt(message, worker_id, try_number, started, timezone.now(), AttemptOutcome.SENT, None, "")
-                )
-                logger.info(
-                    "outbox.sent id=%s attempt=%s try=%s duration_ms=%.1f",
-                    message.pk,
-                    message.attempts,
-                    try_number,
-                    (time.monotonic() - clock) * 1000,
                 )
         result.sent = True
     except Exception as exc:  # noqa: BLE001 - every failure becomes a recorded outcome

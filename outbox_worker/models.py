@@ -123,3 +123,25 @@ class DeliveryAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.message_id} #{self.attempt}.{self.try_number} {self.outcome}"
+
+
+class WorkerHeartbeat(models.Model):
+    """A running worker process, refreshed every lease/3 seconds while it lives.
+
+    Lets operators see which workers are alive even when there is nothing to
+    send; the row is removed on a clean shutdown and goes stale on a crash.
+    """
+
+    worker_id = models.CharField(_("worker"), max_length=128, unique=True)
+    hostname = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    started_at = models.DateTimeField(_("iniciado em"))
+    last_seen_at = models.DateTimeField(_("visto por último em"), db_index=True)
+
+    class Meta:
+        verbose_name = _("worker")
+        verbose_name_plural = _("workers")
+        ordering = ["-last_seen_at"]
+
+    def __str__(self) -> str:
+        return self.worker_id

@@ -48,7 +48,7 @@ class RetryPolicy:
         """
         return Retrying(
             stop=stop_after_attempt(self.tries) | (lambda _state: should_stop()),
-            wait=wait_exponential_jitter(initial=self.wait_initial, max=self.wait_max, jitter=self.wait_initial),
+            wait=wait_exponential_jitter(multiplier=self.wait_initial, max=self.wait_max, jitter=self.wait_initial),
             retry=retry_if_exception(lambda exc: classify(exc).transient),
             sleep=sleep,
             reraise=True,

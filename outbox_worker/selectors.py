@@ -1,22 +1,22 @@
-"""The outbox's reads for operators: health at a glance, search, and what an action would do.
+"""The outbox's reads for operators: health for `outbox_status` and the admin, search, what an action would do.
 
-Every query here is bounded so the admin stays fast on a table of millions of
+The admin's queries are bounded so it stays fast on a table of millions of
 rows: counts stop at a cap, time windows use indexed columns, and nothing
 scans the whole table on every page load.
 """
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
 from django.db import connection
-from django.db.models import Count, Max, Q, QuerySet
+from django.db.models import Count, Max, Min, Q, QuerySet
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Lower, TruncHour
 from django.utils import timezone
 
-from .models import AttemptOutcome, DeliveryAttempt, OutboxMessage, OutboxStatus
+from .models import AttemptOutcome, DeliveryAttempt, OutboxMessage, OutboxStatus, WorkerHeartbeat
 
 # Counting stops here: "more than 10 000 sent" is all an operator needs, and
 # counting a million rows on every page load is what makes admins slow.
@@ -24,6 +24,59 @@ COUNT_CAP = 10_000
 # A worker that finished a delivery or holds a lease this recently is "alive".
 WORKER_SEEN_WINDOW = timedelta(minutes=5)
 CHART_HOURS = 24
+
+
+@dataclass(frozen=True)
+class OutboxHealth:
+    counts: dict[str, int]
+    oldest_due_at: datetime | None
+    oldest_due_age_seconds: float | None
+    failed_last_hour: int
+    workers: list[dict]
+    checked_at: datetime
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data["oldest_due_at"] = self.oldest_due_at.isoformat() if self.oldest_due_at else None
+        data["checked_at"] = self.checked_at.isoformat()
+        for worker in data["workers"]:
+            worker["last_seen_at"] = worker["last_seen_at"].isoformat()
+        return data
+
+
+def outbox_health(*, now: datetime | None = None, workers_within: timedelta = timedelta(minutes=5)) -> OutboxHealth:
+    """Return counts by status, the oldest due message, recent failures and live workers."""
+    now = now or timezone.now()
+    counts = {status: 0 for status in OutboxStatus.values}
+    for row in OutboxMessage.objects.order_by().values("status").annotate(n=Count("id")):
+        counts[row["status"]] = row["n"]
+    # Both served by the partial indexes on due rows and on leases.
+    oldest_pending = OutboxMessage.objects.filter(status=OutboxStatus.PENDING, available_at__lte=now).aggregate(
+        at=Min("available_at")
+    )["at"]
+    oldest_expired = OutboxMessage.objects.filter(status=OutboxStatus.SENDING, locked_until__lt=now).aggregate(
+        at=Min("available_at")
+    )["at"]
+    oldest = min((at for at in (oldest_pending, oldest_expired) if at is not None), default=None)
+    failed_last_hour = OutboxMessage.objects.filter(
+        status=OutboxStatus.FAILED, updated_at__gte=now - timedelta(hours=1)
+    ).count()
+    workers = list(
+        WorkerHeartbeat.objects.filter(last_seen_at__gte=now - workers_within).values(
+            "worker_id", "hostname", "pid", "last_seen_at"
+        )
+    )
+    return OutboxHealth(
+        counts=counts,
+        oldest_due_at=oldest,
+        oldest_due_age_seconds=(now - oldest).total_seconds() if oldest else None,
+        failed_last_hour=failed_last_hour,
+        workers=workers,
+        checked_at=now,
+    )
+
+
+# --- The admin's health panel ------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -47,7 +100,7 @@ class WorkerSeen:
 
 
 @dataclass
-class OutboxHealth:
+class OutboxDashboard:
     now: datetime
     counts: dict[str, CappedCount]
     due_now: int
@@ -69,8 +122,8 @@ def capped_count(queryset: QuerySet, cap: int | None = None) -> CappedCount:
     return CappedCount(min(value, cap), value > cap)
 
 
-def outbox_health(*, now: datetime | None = None) -> OutboxHealth:
-    """Return the numbers an operator checks first: backlog, failures, workers, throughput."""
+def outbox_dashboard(*, now: datetime | None = None) -> OutboxDashboard:
+    """Return the admin's health panel: backlog, failures, workers and 24 h of throughput, each query bounded."""
     now = now or timezone.now()
     since = now - timedelta(hours=CHART_HOURS)
     counts = {status: capped_count(OutboxMessage.objects.filter(status=status)) for status in OutboxStatus.values}
@@ -78,7 +131,7 @@ def outbox_health(*, now: datetime | None = None) -> OutboxHealth:
     due = OutboxMessage.objects.filter(status=OutboxStatus.PENDING, available_at__lte=now)
     oldest_due_at = due.order_by("available_at", "id").values_list("available_at", flat=True).first()
     hours = outbox_hourly_deliveries(since=since, now=now)
-    return OutboxHealth(
+    return OutboxDashboard(
         now=now,
         counts=counts,
         due_now=capped_count(due).value,
@@ -118,10 +171,12 @@ def outbox_hourly_deliveries(*, since: datetime, now: datetime) -> list[HourBuck
 
 
 def outbox_workers_seen(*, now: datetime) -> list[WorkerSeen]:
-    """Return workers that delivered or held a lease within WORKER_SEEN_WINDOW, most recent first.
+    """Return workers seen within WORKER_SEEN_WINDOW, most recent first.
 
-    Workers leave no trace while idle, so an idle but healthy worker is not
-    listed; an empty list with messages due is the alarm that matters.
+    A worker is seen by its heartbeat (refreshed while it runs, even idle), by
+    a delivery attempt it finished, or by a lease it holds; the last two also
+    catch a worker whose heartbeat is missing. An empty list with messages due
+    is the alarm that matters.
     """
     since = now - WORKER_SEEN_WINDOW
     last_seen: dict[str, datetime] = dict(
@@ -131,6 +186,10 @@ def outbox_workers_seen(*, now: datetime) -> list[WorkerSeen]:
         .order_by()
         .values_list("worker", "last")
     )
+    for worker_id, seen in WorkerHeartbeat.objects.filter(last_seen_at__gte=since).values_list(
+        "worker_id", "last_seen_at"
+    ):
+        last_seen[worker_id] = max(seen, last_seen.get(worker_id, seen))
     holding: dict[str, int] = {}
     for worker_id, n in (
         OutboxMessage.objects.filter(status=OutboxStatus.SENDING, locked_until__gt=now)

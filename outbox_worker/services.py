@@ -12,7 +12,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from .conf import outbox_settings
-from .models import OutboxMessage, OutboxStatus
+from .models import DeliveryAttempt, OutboxMessage, OutboxStatus
 
 
 class OutboxError(Exception):
@@ -189,9 +189,11 @@ def outbox_retry_now(*, message_ids: Iterable[int]) -> ActionReport:
     for message in OutboxMessage.objects.filter(pk__in=list(message_ids)).order_by("pk"):
         if message.status == OutboxStatus.PENDING and message.available_at > now:
             # Guarded: a worker may claim it (or someone cancel it) meanwhile.
+            # Setting status (to the same value) fires the NOTIFY trigger, which
+            # watches `UPDATE OF status`, so an idle worker sends it at once.
             updated = OutboxMessage.objects.filter(
                 pk=message.pk, status=OutboxStatus.PENDING, available_at__gt=now
-            ).update(available_at=now, updated_at=now)
+            ).update(status=OutboxStatus.PENDING, available_at=now, updated_at=now)
             if updated:
                 report.changed.append(message.pk)
             else:
@@ -204,3 +206,27 @@ def outbox_retry_now(*, message_ids: Iterable[int]) -> ActionReport:
             status = message.get_status_display()
             report.refused[message.pk] = f"só mensagens pendentes esperam nova tentativa (esta está {status})"
     return report
+
+
+def outbox_prune(*, before: datetime, statuses: Iterable[str], batch_size: int = 1000, dry_run: bool = False) -> int:
+    """Delete finished messages last changed before `before`; return how many.
+
+    Deletes in batches of short transactions so a big prune never holds long
+    locks or a huge transaction; messages still waiting are never touched.
+    """
+    finished = {OutboxStatus.SENT, OutboxStatus.FAILED, OutboxStatus.CANCELLED}
+    statuses = [status for status in statuses if status in finished]
+    old = OutboxMessage.objects.filter(status__in=statuses, updated_at__lt=before)
+    if dry_run:
+        return old.count()
+    deleted = 0
+    while True:
+        ids = list(old.order_by("pk").values_list("pk", flat=True)[:batch_size])
+        if not ids:
+            return deleted
+        with transaction.atomic():
+            DeliveryAttempt.objects.filter(message_id__in=ids).delete()
+            OutboxMessage.objects.filter(resent_from_id__in=ids).update(resent_from=None)
+            # Attempts and resend links are cleared above, so this deletes only messages.
+            count, _by_model = OutboxMessage.objects.filter(pk__in=ids, status__in=statuses).delete()
+            deleted += count

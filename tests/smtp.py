@@ -1,5 +1,6 @@
 """Real SMTP servers for tests: aiosmtpd in a thread, scriptable replies."""
 
+import asyncio
 import socket
 import threading
 from collections import deque
@@ -15,6 +16,7 @@ class Received:
     mail_from: str
     rcpt_tos: list[str]
     data: bytes
+    peer: tuple = ()
 
     @property
     def message(self) -> Message:
@@ -35,6 +37,12 @@ class RecordingHandler:
     received: list[Received] = field(default_factory=list)
     data_commands: int = 0
     condition: threading.Condition = field(default_factory=threading.Condition)
+    # When `gate` is set to an unset Event, each DATA waits for it after
+    # setting `entered`: a test can act while a send is in flight.
+    gate: threading.Event | None = None
+    entered: threading.Event = field(default_factory=threading.Event)
+    at_gate: int = 0
+    gate_skip: int = 0  # this many DATA commands pass before the gate applies
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address in self.rcpt_replies:
@@ -45,13 +53,29 @@ class RecordingHandler:
     async def handle_DATA(self, server, session, envelope):
         with self.condition:
             self.data_commands += 1
+            gated = self.gate is not None and self.data_commands > self.gate_skip
+            if gated:
+                self.at_gate += 1
+                self.condition.notify_all()
+        if gated:
+            self.entered.set()
+            await asyncio.get_running_loop().run_in_executor(None, self.gate.wait)
+        with self.condition:
             if self.replies:
                 reply = self.replies.popleft()
                 self.condition.notify_all()
                 return reply
-            self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+            self.received.append(
+                Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.content, tuple(session.peer))
+            )
             self.condition.notify_all()
         return "250 Message accepted for delivery"
+
+    def wait_at_gate(self, count: int, timeout: float = 60.0) -> None:
+        """Block until `count` DATA commands are waiting at the gate."""
+        with self.condition:
+            if not self.condition.wait_for(lambda: self.at_gate >= count, timeout=timeout):
+                raise AssertionError(f"{self.at_gate} of {count} sends reached the gate")
 
     def wait_for(self, count: int, timeout: float = 60.0) -> list[Received]:
         """Block until `count` messages were accepted (or fail after `timeout`)."""
@@ -60,16 +84,31 @@ class RecordingHandler:
                 raise AssertionError(f"SMTP server received {len(self.received)} of {count} messages")
             return list(self.received)
 
+    def message_ids(self) -> list[str]:
+        with self.condition:
+            return [r.message["Message-ID"] for r in self.received]
+
+    def wait_for_distinct(self, count: int, timeout: float = 60.0) -> list[Received]:
+        """Block until `count` different Message-IDs were accepted."""
+        with self.condition:
+            done = self.condition.wait_for(
+                lambda: len({r.message["Message-ID"] for r in self.received}) >= count, timeout=timeout
+            )
+            if not done:
+                raise AssertionError(f"SMTP server received fewer than {count} distinct messages")
+            return list(self.received)
+
+
+def free_port() -> int:
+    """A port nobody listens on right now (aiosmtpd cannot be told port 0)."""
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        return probe.getsockname()[1]
+
 
 class SMTPServer:
     def __init__(self, handler: RecordingHandler | None = None) -> None:
         self.handler = handler or RecordingHandler()
-        # aiosmtpd's Controller cannot take port 0: start() probes the port it
-        # was given to know the server is up. Ask the OS for a free one first.
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        self.controller = Controller(self.handler, hostname="127.0.0.1", port=port)
+        self.controller = Controller(self.handler, hostname="127.0.0.1", port=free_port())
 
     def start(self) -> "SMTPServer":
         self.controller.start()
@@ -80,7 +119,7 @@ class SMTPServer:
 
     @property
     def port(self) -> int:
-        return self.controller.server.sockets[0].getsockname()[1]
+        return self.controller.port
 
     @property
     def url(self) -> str:

@@ -1,8 +1,12 @@
+import select
 from datetime import timedelta
 
+import psycopg2
 import pytest
+from django.db import connection
 from django.utils import timezone
 
+from outbox_worker.background import CHANNEL
 from outbox_worker.models import OutboxMessage, OutboxStatus
 from outbox_worker.services import outbox_retry_now
 from tests.factories import enqueue_messages
@@ -52,3 +56,25 @@ def test_retry_now_refuses_a_message_that_is_already_due():
     report = outbox_retry_now(message_ids=[message.pk])
 
     assert report.refused == {message.pk: "já está pronta para envio"}
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_retry_now_notifies_idle_workers_at_commit():
+    [message] = enqueue_messages(1, available_at=timezone.now() + timedelta(hours=1))
+    db = connection.settings_dict
+    listener = psycopg2.connect(
+        dbname=db["NAME"], user=db["USER"], password=db["PASSWORD"], host=db["HOST"], port=db["PORT"] or 5432
+    )
+    try:
+        listener.autocommit = True
+        listener.cursor().execute(f"LISTEN {CHANNEL}")
+
+        outbox_retry_now(message_ids=[message.pk])
+
+        # Workers wake on this channel; without it the message would wait for the next poll.
+        readable, _, _ = select.select([listener], [], [], 10)
+        listener.poll()
+        assert readable and [n.channel for n in listener.notifies] == [CHANNEL]
+    finally:
+        listener.close()

@@ -3,11 +3,11 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from outbox_worker.models import AttemptOutcome, DeliveryAttempt, OutboxMessage, OutboxStatus
+from outbox_worker.models import AttemptOutcome, DeliveryAttempt, OutboxMessage, OutboxStatus, WorkerHeartbeat
 from outbox_worker.selectors import (
     capped_count,
     outbox_action_plan,
-    outbox_health,
+    outbox_dashboard,
     outbox_kinds,
     outbox_search,
 )
@@ -24,7 +24,7 @@ def _attempt(message, *, worker="w1", outcome=AttemptOutcome.SENT, ago=timedelta
     )
 
 
-def test_health_counts_backlog_failures_and_workers():
+def test_dashboard_counts_backlog_failures_and_workers():
     now = timezone.now()
     old_due, waiting, held, sent, failed = enqueue_messages(5)
     OutboxMessage.objects.filter(pk=old_due.pk).update(available_at=now - timedelta(minutes=30))
@@ -38,8 +38,15 @@ def test_health_counts_backlog_failures_and_workers():
     _attempt(failed, worker="worker-a", outcome=AttemptOutcome.PERMANENT, code=550)
     _attempt(failed, worker="worker-old", outcome=AttemptOutcome.TRANSIENT, ago=timedelta(hours=3))
     _attempt(failed, worker="worker-older", outcome=AttemptOutcome.TRANSIENT, ago=timedelta(hours=30))
+    # An idle worker is known by its heartbeat; one whose heartbeat went stale is gone.
+    WorkerHeartbeat.objects.create(
+        worker_id="worker-idle", hostname="h", pid=1, started_at=now, last_seen_at=now - timedelta(seconds=10)
+    )
+    WorkerHeartbeat.objects.create(
+        worker_id="worker-dead", hostname="h", pid=2, started_at=now, last_seen_at=now - timedelta(minutes=30)
+    )
 
-    health = outbox_health(now=now)
+    health = outbox_dashboard(now=now)
 
     assert {status: count.value for status, count in health.counts.items()} == {
         "pending": 2,
@@ -52,7 +59,7 @@ def test_health_counts_backlog_failures_and_workers():
     assert health.oldest_due_age == timedelta(minutes=30)
     # The attempt 30 h ago is outside the window; the one 3 h ago is a failure but not a live worker.
     assert (health.sent_24h, health.failures_24h) == (1, 2)
-    assert [(w.worker_id, w.holding) for w in health.workers] == [("worker-b", 1), ("worker-a", 0)]
+    assert [(w.worker_id, w.holding) for w in health.workers] == [("worker-b", 1), ("worker-idle", 0), ("worker-a", 0)]
     assert len(health.hours) in (24, 25)
     assert sum(bucket.failed for bucket in health.hours[-4:]) == 2
 

@@ -52,12 +52,33 @@ class Command(BaseCommand):
             ),
         )
 
+        parser.add_argument(
+            "--concurrency",
+            type=_positive_int,
+            default=1,
+            help="Sender threads, each with its own email connection (for slow providers).",
+        )
+        parser.add_argument(
+            "--no-notify",
+            action="store_true",
+            help="Poll only; do not LISTEN for notifications (needed behind PgBouncer in transaction mode).",
+        )
+        parser.add_argument(
+            "--rate",
+            type=_positive_float,
+            default=None,
+            help="At most this many messages per second from this process (for providers that throttle).",
+        )
+
     def handle(self, *args: object, **options: object) -> None:
         worker = OutboxWorker(
             batch_size=options["batch_size"],
             poll_interval=options["poll_interval"],
             lease_seconds=options["lease_seconds"],
             once=bool(options["once"]),
+            concurrency=options["concurrency"],
+            notify=False if options["no_notify"] else None,
+            rate=options["rate"],
         )
         worker.install_signal_handlers()
         stats = worker.run()

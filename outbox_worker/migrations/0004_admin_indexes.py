@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('outbox_worker', '0001_initial'),
+        ('outbox_worker', '0003_worker_heartbeat'),
     ]
 
     operations = [

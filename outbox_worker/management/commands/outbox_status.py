@@ -1,0 +1,39 @@
+import json
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from outbox_worker.selectors import outbox_health
+
+
+class Command(BaseCommand):
+    help = (
+        "Print the outbox's health: counts by status, the oldest due message, failures in the last hour "
+        "and live workers. With --max-age, exit 2 when the oldest due message is older (for alerting)."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--json", action="store_true", help="Print one JSON object, for scripts.")
+        parser.add_argument(
+            "--max-age", type=float, default=None, metavar="SECONDS",
+            help="Exit with status 2 if a due message has waited longer than this many seconds.",
+        )  # fmt: skip
+
+    def handle(self, *args: object, **options: object) -> None:
+        health = outbox_health()
+        if options["json"]:
+            self.stdout.write(json.dumps(health.as_dict()))
+        else:
+            counts = " ".join(f"{status}={n}" for status, n in health.counts.items())
+            age = "none" if health.oldest_due_age_seconds is None else f"{health.oldest_due_age_seconds:.0f}s"
+            self.stdout.write(f"messages: {counts}")
+            self.stdout.write(f"oldest due message waiting: {age}")
+            self.stdout.write(f"failed in the last hour: {health.failed_last_hour}")
+            self.stdout.write(f"workers seen in the last 5 minutes: {len(health.workers)}")
+            for worker in health.workers:
+                self.stdout.write(f"  {worker['worker_id']} last seen {worker['last_seen_at']:%Y-%m-%d %H:%M:%S%z}")
+        max_age = options["max_age"]
+        if max_age is not None and (health.oldest_due_age_seconds or 0) > max_age:
+            raise CommandError(
+                f"oldest due message has waited {health.oldest_due_age_seconds:.0f}s (more than {max_age:.0f}s)",
+                returncode=2,
+            )

@@ -1,0 +1,227 @@
+"""Delivery through a real SMTP server (aiosmtpd), on PostgreSQL and SQLite."""
+
+import socket
+from datetime import timedelta
+
+import pytest
+from django.core.mail.backends.smtp import EmailBackend
+from django.utils import timezone
+
+from outbox_worker.models import AttemptOutcome, OutboxMessage, OutboxStatus
+from tests.factories import enqueue_messages
+
+pytestmark = pytest.mark.django_db
+
+
+def make_due(message: OutboxMessage) -> None:
+    """Skip the persistent backoff: make a waiting message due now."""
+    OutboxMessage.objects.filter(pk=message.pk).update(available_at=timezone.now())
+
+
+def test_a_message_is_delivered_with_its_stored_message_id(make_worker, smtp_server):
+    [message] = enqueue_messages(1, body_html="<p>Olá</p>", reply_to=["suporte@example.com"])
+
+    stats = make_worker().run()
+
+    [received] = smtp_server.handler.received
+    assert received.rcpt_tos == ["aluno0@example.com"]
+    assert received.message["Message-ID"] == message.message_id
+    assert received.message["Subject"] == "Mensagem 0"
+    assert received.message["Reply-To"] == "suporte@example.com"
+    assert received.message.is_multipart()
+    message.refresh_from_db()
+    assert message.status == OutboxStatus.SENT
+    assert message.sent_at is not None
+    assert (message.locked_by, message.locked_until) == ("", None)
+    assert [a.outcome for a in message.delivery_attempts.all()] == [AttemptOutcome.SENT]
+    assert stats["sent"] == 1
+
+
+def test_two_451_replies_are_retried_in_process_then_delivered(make_worker, smtp_server):
+    smtp_server.handler.replies.extend(["451 4.7.1 Greylisted, try later"] * 2)
+    [message] = enqueue_messages(1)
+
+    make_worker().run()
+
+    message.refresh_from_db()
+    assert message.status == OutboxStatus.SENT
+    assert message.attempts == 1
+    attempts = list(message.delivery_attempts.all())
+    assert [(a.try_number, a.outcome, a.smtp_code) for a in attempts] == [
+        (1, AttemptOutcome.TRANSIENT, 451),
+        (2, AttemptOutcome.TRANSIENT, 451),
+        (3, AttemptOutcome.SENT, None),
+    ]
+    assert len(smtp_server.handler.received) == 1
+
+
+def test_a_delivery_that_keeps_failing_goes_back_to_the_queue_with_the_same_message_id(make_worker, smtp_server):
+    smtp_server.handler.replies.extend(["451 4.3.0 Mailbox busy"] * 3)  # every in-process try of delivery 1
+    [message] = enqueue_messages(1)
+    before = timezone.now()
+
+    make_worker().run()
+
+    message.refresh_from_db()
+    assert message.status == OutboxStatus.PENDING
+    assert message.available_at > before + timedelta(seconds=5)  # persistent backoff, not due at once
+    assert "451" in message.last_error
+    assert smtp_server.handler.received == []
+
+    make_due(message)
+    make_worker().run()
+
+    message.refresh_from_db()
+    assert message.status == OutboxStatus.SENT
+    assert message.attempts == 2
+    [received] = smtp_server.handler.received
+    assert received.message["Message-ID"] == message.message_id
+    assert smtp_server.handler.data_commands == 4
+
+
+def test_a_550_fails_the_message_after_one_try(make_worker, smtp_server):
+    smtp_server.handler.replies.append("550 5.1.1 No such user here")
+    [message] = enqueue_messages(1)
+
+    make_worker().run()
+
+    message.refresh_from_db()
+    assert message.status == OutboxStatus.FAILED
+    assert message.attempts == 1
+    assert "550" in message.last_error
+    assert [(a.outcome, a.smtp_code) for a in message.delivery_attempts.all()] == [(AttemptOutcome.PERMANENT, 550)]
+    assert smtp_server.handler.data_commands == 1
+
+
+def test_a_refused_recipient_fails_without_stalling_the_rest_of_the_batch(make_worker, smtp_server):
+    smtp_server.handler.rcpt_replies["aluno0@example.com"] = "550 5.1.1 User unknown"
+    bad, good = enqueue_messages(2)
+
+    make_worker().run()
+
+    bad.refresh_from_db()
+    good.refresh_from_db()
+    assert bad.status == OutboxStatus.FAILED
+    assert "SMTPRecipientsRefused" in bad.last_error
+    assert good.status == OutboxStatus.SENT
+    assert [r.rcpt_tos for r in smtp_server.handler.received] == [["aluno1@example.com"]]
+
+
+def test_a_message_that_exhausts_its_attempts_is_failed(make_worker, smtp_server, settings):
+    settings.OUTBOX_MAX_ATTEMPTS = 2
+    smtp_server.handler.replies.extend(["421 4.3.2 Service not available"] * 6)
+    [message] = enqueue_messages(1)
+
+    make_worker().run()
+    message.refresh_from_db()
+    assert message.status == OutboxStatus.PENDING
+    make_due(message)
+    make_worker().run()
+
+    message.refresh_from_db()
+    assert message.status == OutboxStatus.FAILED
+    assert message.attempts == 2
+    assert message.last_error.startswith("attempts exhausted (2/2)")
+    assert message.delivery_attempts.count() == 6
+
+
+def test_a_hung_smtp_server_is_a_transient_error(silent_server, settings):
+    from outbox_worker.worker import OutboxWorker
+
+    settings.OUTBOX_SEND_TRIES = 1
+    [message] = enqueue_messages(1)
+    factory = lambda: EmailBackend(host="127.0.0.1", port=silent_server.port, timeout=0.5)  # noqa: E731
+
+    OutboxWorker(connection_factory=factory, once=True, poll_interval=0).run()
+
+    message.refresh_from_db()
+    assert message.status == OutboxStatus.PENDING
+    assert "timed out" in message.last_error
+    assert len(silent_server.connections) == 1
+
+
+def test_a_refused_connection_is_a_transient_error(settings):
+    from outbox_worker.worker import OutboxWorker
+
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        closed_port = probe.getsockname()[1]
+    [message] = enqueue_messages(1)
+    factory = lambda: EmailBackend(host="127.0.0.1", port=closed_port, timeout=1)  # noqa: E731
+
+    OutboxWorker(connection_factory=factory, once=True, poll_interval=0).run()
+
+    message.refresh_from_db()
+    assert message.status == OutboxStatus.PENDING
+    assert "ConnectionRefusedError" in message.last_error
+    assert message.delivery_attempts.count() == settings.OUTBOX_SEND_TRIES
+
+
+def test_one_connection_serves_a_whole_batch(make_worker, smtp_server, smtp_backend_factory):
+    opened = []
+
+    class CountingBackend(EmailBackend):
+        def open(self):
+            created = super().open()
+            if created:
+                opened.append(self)
+            return created
+
+    enqueue_messages(5)
+    make_worker(connection_factory=lambda: CountingBackend(host="127.0.0.1", port=smtp_server.port)).run()
+
+    assert len(smtp_server.handler.received) == 5
+    assert len(opened) == 1
+
+
+def test_messages_not_yet_due_are_left_alone(make_worker, smtp_server):
+    [later] = enqueue_messages(1, available_at=timezone.now() + timedelta(hours=1))
+
+    stats = make_worker().run()
+
+    later.refresh_from_db()
+    assert later.status == OutboxStatus.PENDING
+    assert later.attempts == 0
+    assert smtp_server.handler.received == []
+    assert stats["sent"] == 0
+
+
+def test_a_message_whose_workers_keep_dying_mid_send_is_failed_not_retried_forever(make_worker, smtp_server):
+    [message] = enqueue_messages(1)
+    # Its last allowed delivery was claimed by a worker that never came back.
+    OutboxMessage.objects.filter(pk=message.pk).update(
+        status=OutboxStatus.SENDING,
+        attempts=message.max_attempts,
+        locked_by="dead",
+        locked_until=timezone.now() - timedelta(seconds=1),
+    )
+
+    make_worker().run()
+
+    message.refresh_from_db()
+    assert message.status == OutboxStatus.FAILED
+    assert "interrupted" in message.last_error
+    assert [a.outcome for a in message.delivery_attempts.all()] == [AttemptOutcome.ABANDONED]
+    assert smtp_server.handler.received == []
+
+
+def test_shutdown_mid_batch_releases_the_unstarted_rows(make_worker, smtp_server, smtp_backend_factory):
+    enqueue_messages(3)
+    worker = make_worker(once=False)
+
+    def backend_that_stops_the_worker():
+        backend = smtp_backend_factory()
+        real_send = backend.send_messages
+
+        def send_then_stop(messages):
+            worker.shutdown()  # as a SIGTERM arriving during the first send would
+            return real_send(messages)
+
+        backend.send_messages = send_then_stop
+        return backend
+
+    worker.connection_factory = backend_that_stops_the_worker
+    worker.run()
+
+    assert len(smtp_server.handler.received) == 1
+    rows = list(OutboxMessage.objects.order_by("pk").values_list("status", "attempts", "locked_by"))
+    assert rows == [(OutboxStatus.SENT, 1, ""), (OutboxStatus.PENDING, 0, ""), (OutboxStatus.PENDING, 0, "")]

@@ -1,0 +1,101 @@
+"""The real `manage.py outbox_worker` command, as separate processes, on PostgreSQL."""
+
+import signal
+import subprocess
+import threading
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from outbox_worker.models import OutboxMessage, OutboxStatus
+from tests.factories import enqueue_messages
+from tests.processes import start_worker
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+
+def stop(process: subprocess.Popen, timeout: float = 60) -> int:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    return process.wait(timeout=timeout)
+
+
+def test_two_workers_drain_500_messages_each_delivered_exactly_once(smtp_server, tmp_path):
+    messages = enqueue_messages(500)
+    # Hold the first send of each worker until both are mid-batch, so both
+    # really work the table at the same time however their start-ups differ.
+    smtp_server.handler.gate = threading.Event()
+    workers = [
+        start_worker(
+            "--batch-size",
+            "20",
+            "--poll-interval",
+            "0.2",
+            smtp_port=smtp_server.port,
+            log_path=tmp_path / f"worker{i}.log",
+        )
+        for i in range(2)
+    ]
+    try:
+        smtp_server.handler.wait_at_gate(2)
+        smtp_server.handler.gate.set()
+        received = smtp_server.handler.wait_for(500, timeout=120)
+    finally:
+        smtp_server.handler.gate.set()
+        codes = [stop(w) for w in workers]
+
+    assert codes == [0, 0]
+    ids = Counter(r.message["Message-ID"] for r in received)
+    assert len(received) == 500
+    assert set(ids) == {m.message_id for m in messages}
+    assert max(ids.values()) == 1
+    assert OutboxMessage.objects.filter(status=OutboxStatus.SENT).count() == 500
+    # Both processes took part: SKIP LOCKED shared the work instead of serialising it.
+    workers_seen = set(OutboxMessage.objects.values_list("delivery_attempts__worker", flat=True))
+    assert len(workers_seen) == 2
+
+
+def test_a_message_held_by_a_dead_worker_is_delivered_once_its_lease_expires(smtp_server, tmp_path):
+    [message] = enqueue_messages(1)
+    OutboxMessage.objects.filter(pk=message.pk).update(
+        status=OutboxStatus.SENDING,
+        locked_by="dead-host:1234:abc",
+        locked_until=timezone.now() - timedelta(seconds=1),
+        attempts=1,
+    )
+
+    worker = start_worker("--once", smtp_port=smtp_server.port, log_path=tmp_path / "worker.log")
+    assert worker.wait(timeout=60) == 0
+
+    [received] = smtp_server.handler.received
+    assert received.message["Message-ID"] == message.message_id
+    message.refresh_from_db()
+    assert (message.status, message.attempts, message.locked_by) == (OutboxStatus.SENT, 2, "")
+
+
+def test_sigterm_during_a_batch_finishes_the_message_in_hand_and_releases_the_rest(smtp_server, tmp_path):
+    smtp_server.handler.gate = threading.Event()
+    enqueue_messages(5)
+    worker = start_worker("--batch-size", "5", smtp_port=smtp_server.port, log_path=tmp_path / "worker.log")
+    try:
+        # The worker is now inside the SMTP conversation of its first message.
+        assert smtp_server.handler.entered.wait(timeout=60)
+        assert OutboxMessage.objects.filter(status=OutboxStatus.SENDING).count() == 5
+        worker.send_signal(signal.SIGTERM)
+        smtp_server.handler.gate.set()
+        code = worker.wait(timeout=60)
+    finally:
+        smtp_server.handler.gate.set()
+        stop(worker)
+
+    assert code == 0
+    assert len(smtp_server.handler.received) == 1
+    statuses = Counter(OutboxMessage.objects.values_list("status", flat=True))
+    assert statuses == {OutboxStatus.SENT: 1, OutboxStatus.PENDING: 4}
+    # Released rows are due at once and their unstarted claim is not counted.
+    assert set(OutboxMessage.objects.filter(status=OutboxStatus.PENDING).values_list("attempts", "locked_by")) == {
+        (0, "")
+    }
+    assert "outbox.released" in (tmp_path / "worker.log").read_text()

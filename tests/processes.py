@@ -1,0 +1,73 @@
+"""Run the real worker command as a separate process against the test database."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from django.db import connection
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def database_url() -> str:
+    """The URL of the database the tests are using right now (the test database)."""
+    s = connection.settings_dict
+    password = f":{s['PASSWORD']}" if s["PASSWORD"] else ""
+    return f"postgres://{s['USER']}{password}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+def worker_env(*, smtp_port: int, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="tests.settings",
+        DATABASE_URL=database_url(),
+        EMAIL_URL=f"smtp://127.0.0.1:{smtp_port}",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+def start_worker(*args: str, smtp_port: int, log_path: Path, **extra_env: str) -> subprocess.Popen:
+    """Start `manage.py outbox_worker ARGS`; its output goes to `log_path`."""
+    log = open(log_path, "ab")  # the child keeps the file; ours closes when garbage-collected
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "outbox_worker", *args],
+        cwd=PROJECT_ROOT,
+        env=worker_env(smtp_port=smtp_port, **extra_env),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def wait_until(predicate, *, timeout: float = 60.0, interval: float = 0.05, what: str = "condition"):
+    """Poll `predicate` until it returns something truthy; fail after `timeout`.
+
+    For conditions only observable in the database or another process; where
+    an event can be awaited directly (the SMTP handler's condition), tests do that.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+def listener_pids() -> set[int]:
+    """Backends of the current database that are LISTENing for the outbox channel."""
+    from django.db import connection as conn
+
+    from outbox_worker.background import LISTENER_APPLICATION_NAME
+
+    with conn.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s",
+            [LISTENER_APPLICATION_NAME],
+        )
+        return {row[0] for row in cursor.fetchall()}
