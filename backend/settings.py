@@ -140,6 +140,7 @@ OUTBOX_POLL_INTERVAL = env.float("OUTBOX_POLL_INTERVAL", default=2.0)
 OUTBOX_NOTIFY = env.bool("OUTBOX_NOTIFY", default=True)
 OUTBOX_FINISH_EVERY = env.int("OUTBOX_FINISH_EVERY", default=10)
 OUTBOX_SEND_TRIES = env.int("OUTBOX_SEND_TRIES", default=3)
+OUTBOX_ASYNC_COMMIT = env.bool("OUTBOX_ASYNC_COMMIT", default=True)
 
 # --- REST framework ---------------------------------------------------------
 REST_FRAMEWORK = {

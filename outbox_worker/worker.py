@@ -23,6 +23,8 @@ from django.conf import settings
 from django.core.mail import get_connection
 from django.core.mail.backends.base import BaseEmailBackend
 from django.db import DatabaseError, InterfaceError, close_old_connections, connection
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.signals import connection_created
 from django.utils import timezone
 
 from .background import LeaseKeeper, NotificationListener, Waker
@@ -43,14 +45,25 @@ T = TypeVar("T")
 DATABASE_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
 
 
-def _recycle_database_connection() -> None:
-    """Drop a broken or expired database connection; the next query reconnects.
+def _recycle_database_connection(*, force: bool = False) -> None:
+    """Drop a broken or expired database connection (any, with `force`); the next query reconnects.
 
     Never inside an atomic block: closing there would throw away the caller's
     transaction (a test case, or a caller running the worker inline).
     """
-    if not connection.in_atomic_block:
+    if connection.in_atomic_block:
+        return
+    if force:
+        connection.close()
+    else:
         close_old_connections()
+
+
+def _relax_commit_durability(sender: object, connection: BaseDatabaseWrapper, **kwargs: object) -> None:
+    # See OutboxSettings.ASYNC_COMMIT: only this process's sessions are affected.
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET synchronous_commit TO OFF")
 
 
 def make_worker_id() -> str:
@@ -123,6 +136,9 @@ class OutboxWorker:
         if getattr(settings, "EMAIL_TIMEOUT", None) is None:
             # The lease keeper would keep a row hung on a silent server forever.
             logger.warning("outbox.no_email_timeout: set EMAIL_TIMEOUT, or a hung SMTP server blocks a sender for good")
+        if outbox_settings.ASYNC_COMMIT:
+            connection_created.connect(_relax_commit_durability, dispatch_uid="outbox_worker_async_commit")
+            _recycle_database_connection(force=True)
         senders_done = threading.Event()
         keeper = LeaseKeeper(
             worker_id=self.worker_id, lease_seconds=self.lease_seconds, stopping=senders_done, in_hand=self._in_hand_ids
@@ -149,6 +165,7 @@ class OutboxWorker:
                 self.listener.stop()
             senders_done.set()
             keeper.join()
+            connection_created.disconnect(dispatch_uid="outbox_worker_async_commit")
         logger.info("outbox.worker_stopped worker=%s %s", self.worker_id, _format_stats(self.stats))
         return self.stats
 

@@ -99,3 +99,23 @@ def test_sigterm_during_a_batch_finishes_the_message_in_hand_and_releases_the_re
         (0, "")
     }
     assert "outbox.released" in (tmp_path / "worker.log").read_text()
+
+
+def test_the_worker_session_commits_asynchronously_and_the_web_session_does_not(smtp_server, smtp_backend_factory):
+    from django.db import connection
+
+    from outbox_worker.worker import OutboxWorker
+
+    def setting():
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            return cursor.fetchone()[0]
+
+    assert setting() == "on"
+    enqueue_messages(1)
+    OutboxWorker(once=True, poll_interval=0, connection_factory=smtp_backend_factory).run()
+    assert len(smtp_server.handler.received) == 1
+    assert setting() == "off"  # the worker's connection, opened by run()
+
+    connection.close()
+    assert setting() == "on"  # a new connection outside the worker is untouched
