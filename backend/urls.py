@@ -6,6 +6,11 @@ from backend.enrollments.views import EnrollmentDetailView, EnrollmentListCreate
 from backend.health import healthz
 from backend.products.views import ProductListView
 
+# Operators should see whose admin this is, not "Django administration".
+admin.site.site_header = "Cursos · administração"
+admin.site.site_title = "Cursos"
+admin.site.index_title = "Operação"
+
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),

@@ -2,7 +2,7 @@
 
 Public API:
 - `outbox_worker.services.outbox_enqueue`: queue an email inside the caller's transaction.
-- `outbox_worker.services.outbox_resend` / `outbox_cancel`: operator actions.
+- `outbox_worker.services.outbox_resend` / `outbox_retry_now` / `outbox_cancel`: operator actions.
 - `python manage.py outbox_worker`: the delivery worker.
 - the admin for `OutboxMessage`.
 """

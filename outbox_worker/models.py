@@ -2,6 +2,8 @@
 
 from django.db import models
 from django.db.models import Q
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Lower
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -76,6 +78,13 @@ class OutboxMessage(models.Model):
                 condition=Q(status="sending"),
             ),
             models.Index(fields=["status", "-created_at"], name="outbox_status_created_idx"),
+            # The admin changelist: newest first unfiltered, by kind, or by date,
+            # without sorting the whole table for every page.
+            models.Index(fields=["-created_at", "-id"], name="outbox_created_idx"),
+            models.Index(fields=["kind", "-created_at"], name="outbox_kind_created_idx"),
+            # Searching the admin for a student's address is an index lookup,
+            # not a scan (see selectors.outbox_search).
+            models.Index(Lower(KeyTextTransform("0", "to")), name="outbox_first_recipient_idx"),
         ]
 
     def __str__(self) -> str:
@@ -106,6 +115,11 @@ class DeliveryAttempt(models.Model):
         verbose_name = _("tentativa de entrega")
         verbose_name_plural = _("tentativas de entrega")
         ordering = ["started_at", "id"]
+        indexes = [
+            # The admin's health panel reads the last 24 h of attempts (chart,
+            # failures, workers seen) without scanning older history.
+            models.Index(fields=["finished_at"], name="outbox_attempt_finished_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.message_id} #{self.attempt}.{self.try_number} {self.outcome}"

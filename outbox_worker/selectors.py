@@ -1,12 +1,29 @@
-"""Outbox reads for operators: the health numbers behind `outbox_status` (and the admin)."""
+"""The outbox's reads for operators: health for `outbox_status` and the admin, search, what an action would do.
 
-from dataclasses import asdict, dataclass
+The admin's queries are bounded so it stays fast on a table of millions of
+rows: counts stop at a cap, time windows use indexed columns, and nothing
+scans the whole table on every page load.
+"""
+
+import re
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
-from django.db.models import Count, Min
+from django.db import connection
+from django.db.models import Count, Max, Min, Q, QuerySet
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Lower, TruncHour
 from django.utils import timezone
 
-from .models import OutboxMessage, OutboxStatus, WorkerHeartbeat
+from .models import AttemptOutcome, DeliveryAttempt, OutboxMessage, OutboxStatus, WorkerHeartbeat
+
+# Counting stops here: "more than 10 000 sent" is all an operator needs, and
+# counting a million rows on every page load is what makes admins slow.
+COUNT_CAP = 10_000
+# A worker that finished a delivery or holds a lease this recently is "alive".
+WORKER_SEEN_WINDOW = timedelta(minutes=5)
+CHART_HOURS = 24
 
 
 @dataclass(frozen=True)
@@ -57,3 +74,253 @@ def outbox_health(*, now: datetime | None = None, workers_within: timedelta = ti
         workers=workers,
         checked_at=now,
     )
+
+
+# --- The admin's health panel ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CappedCount:
+    value: int
+    capped: bool  # True when the real number is larger than `value`
+
+
+@dataclass(frozen=True)
+class HourBucket:
+    start: datetime
+    sent: int
+    failed: int
+
+
+@dataclass(frozen=True)
+class WorkerSeen:
+    worker_id: str
+    last_seen: datetime
+    holding: int  # messages it holds a live lease on right now
+
+
+@dataclass
+class OutboxDashboard:
+    now: datetime
+    counts: dict[str, CappedCount]
+    due_now: int
+    oldest_due_at: datetime | None
+    failures_24h: int
+    sent_24h: int
+    workers: list[WorkerSeen] = field(default_factory=list)
+    hours: list[HourBucket] = field(default_factory=list)
+
+    @property
+    def oldest_due_age(self) -> timedelta | None:
+        return None if self.oldest_due_at is None else self.now - self.oldest_due_at
+
+
+def capped_count(queryset: QuerySet, cap: int | None = None) -> CappedCount:
+    """Count at most `cap` (default COUNT_CAP) rows: `SELECT COUNT(*) FROM (… LIMIT cap + 1)`."""
+    cap = COUNT_CAP if cap is None else cap
+    value = queryset.order_by()[: cap + 1].count()
+    return CappedCount(min(value, cap), value > cap)
+
+
+def outbox_dashboard(*, now: datetime | None = None) -> OutboxDashboard:
+    """Return the admin's health panel: backlog, failures, workers and 24 h of throughput, each query bounded."""
+    now = now or timezone.now()
+    since = now - timedelta(hours=CHART_HOURS)
+    counts = {status: capped_count(OutboxMessage.objects.filter(status=status)) for status in OutboxStatus.values}
+    # The partial index outbox_due_idx answers both of these.
+    due = OutboxMessage.objects.filter(status=OutboxStatus.PENDING, available_at__lte=now)
+    oldest_due_at = due.order_by("available_at", "id").values_list("available_at", flat=True).first()
+    hours = outbox_hourly_deliveries(since=since, now=now)
+    return OutboxDashboard(
+        now=now,
+        counts=counts,
+        due_now=capped_count(due).value,
+        oldest_due_at=oldest_due_at,
+        failures_24h=sum(bucket.failed for bucket in hours),
+        sent_24h=sum(bucket.sent for bucket in hours),
+        workers=outbox_workers_seen(now=now),
+        hours=hours,
+    )
+
+
+def outbox_hourly_deliveries(*, since: datetime, now: datetime) -> list[HourBucket]:
+    """Return delivery tries per hour (local time) from `since` to `now`, oldest first, empty hours included.
+
+    "failed" counts every try that did not deliver (temporary or permanent),
+    so a retry storm shows up even before any message ends `failed`.
+    """
+    rows = (
+        DeliveryAttempt.objects.filter(finished_at__gte=since, finished_at__lte=now)
+        .annotate(hour=TruncHour("finished_at"))
+        .values("hour", "outcome")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    sent: dict[datetime, int] = {}
+    failed: dict[datetime, int] = {}
+    for row in rows:
+        target = sent if row["outcome"] == AttemptOutcome.SENT else failed
+        target[row["hour"]] = target.get(row["hour"], 0) + row["n"]
+    first = timezone.localtime(since).replace(minute=0, second=0, microsecond=0)
+    buckets = []
+    hour = first
+    while hour <= now:
+        buckets.append(HourBucket(start=hour, sent=sent.get(hour, 0), failed=failed.get(hour, 0)))
+        hour += timedelta(hours=1)
+    return buckets
+
+
+def outbox_workers_seen(*, now: datetime) -> list[WorkerSeen]:
+    """Return workers seen within WORKER_SEEN_WINDOW, most recent first.
+
+    A worker is seen by its heartbeat (refreshed while it runs, even idle), by
+    a delivery attempt it finished, or by a lease it holds; the last two also
+    catch a worker whose heartbeat is missing. An empty list with messages due
+    is the alarm that matters.
+    """
+    since = now - WORKER_SEEN_WINDOW
+    last_seen: dict[str, datetime] = dict(
+        DeliveryAttempt.objects.filter(finished_at__gte=since)
+        .values("worker")
+        .annotate(last=Max("finished_at"))
+        .order_by()
+        .values_list("worker", "last")
+    )
+    for worker_id, seen in WorkerHeartbeat.objects.filter(last_seen_at__gte=since).values_list(
+        "worker_id", "last_seen_at"
+    ):
+        last_seen[worker_id] = max(seen, last_seen.get(worker_id, seen))
+    holding: dict[str, int] = {}
+    for worker_id, n in (
+        OutboxMessage.objects.filter(status=OutboxStatus.SENDING, locked_until__gt=now)
+        .values("locked_by")
+        .annotate(n=Count("id"))
+        .order_by()
+        .values_list("locked_by", "n")
+    ):
+        holding[worker_id] = n
+        last_seen.setdefault(worker_id, now)
+    workers = [WorkerSeen(worker_id, seen, holding.get(worker_id, 0)) for worker_id, seen in last_seen.items()]
+    return sorted(workers, key=lambda worker: worker.last_seen, reverse=True)
+
+
+# A loose index scan: each step asks the (kind, created_at) index for the next
+# larger kind, so listing the few kinds costs a few index probes instead of a
+# DISTINCT over every row. Plain SQL because the ORM cannot say it; it runs
+# unchanged on PostgreSQL and SQLite.
+_KINDS_SQL = f"""
+WITH RECURSIVE kinds(kind) AS (
+    SELECT MIN(kind) FROM {OutboxMessage._meta.db_table} WHERE kind > ''
+    UNION ALL
+    SELECT (SELECT MIN(kind) FROM {OutboxMessage._meta.db_table} WHERE kind > kinds.kind)
+    FROM kinds WHERE kinds.kind IS NOT NULL
+)
+SELECT kind FROM kinds WHERE kind IS NOT NULL LIMIT %s
+"""
+MAX_KINDS = 100
+
+
+def outbox_kinds() -> list[str]:
+    """Return every non-empty kind in the outbox, sorted (at most MAX_KINDS)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_KINDS_SQL, [MAX_KINDS])
+        return [row[0] for row in cursor.fetchall()]
+
+
+_SOURCE = re.compile(r"^(?:matr[ií]cula|enrollment|enrollments\.enrollment)\s*[:#]?\s*(\d+)$", re.IGNORECASE)
+# "local@domain", the shape of both an address and a Message-ID written without <>.
+_ADDRESS = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
+
+
+def first_recipient() -> Lower:
+    """The first `to` address, lower-cased: the expression the outbox_first_recipient_idx index holds."""
+    return Lower(KeyTextTransform("0", "to"))
+
+
+def outbox_search(*, queryset: QuerySet[OutboxMessage], term: str) -> QuerySet[OutboxMessage]:
+    """Filter `queryset` by an operator's search box input.
+
+    Fast, exact forms (index lookups): a whole email address (the first
+    recipient, which for transactional email is the only one; or a Message-ID
+    written without <>), a Message-ID with <>, and "matrícula 42" or
+    "enrollments.enrollment:42" (the enrollment that caused the email).
+    Anything else matches part of a recipient or the subject, which reads
+    every row: fine on thousands, about a second per million.
+    """
+    term = term.strip()
+    enrollment = _SOURCE.match(term)
+    if enrollment:
+        return queryset.filter(source=f"enrollments.enrollment:{enrollment.group(1)}")
+    if term.startswith("<") and term.endswith(">"):
+        return queryset.filter(message_id=term)
+    if _ADDRESS.match(term):
+        return queryset.alias(recipient=first_recipient()).filter(Q(recipient=term.lower()) | Q(message_id=f"<{term}>"))
+    return queryset.filter(Q(to__icontains=term) | Q(subject__icontains=term))
+
+
+# --- What an action would do, shown on its confirmation page ----------------
+
+
+@dataclass(frozen=True)
+class PlannedChange:
+    message: OutboxMessage
+    allowed: bool
+    description: str
+
+
+def _lease_is_live(message: OutboxMessage, now: datetime) -> bool:
+    return message.status == OutboxStatus.SENDING and message.locked_until is not None and message.locked_until > now
+
+
+def _plan_resend(message: OutboxMessage, now: datetime) -> PlannedChange:
+    if message.status in (OutboxStatus.FAILED, OutboxStatus.CANCELLED):
+        return PlannedChange(message, True, "volta para a fila agora, com novas tentativas")
+    if message.status == OutboxStatus.SENT:
+        return PlannedChange(message, True, "uma cópia nova (novo Message-ID) entra na fila; a original é mantida")
+    if _lease_is_live(message, now):
+        return PlannedChange(message, False, "recusada: um worker está entregando agora")
+    return PlannedChange(message, False, "recusada: já está na fila")
+
+
+def _plan_retry_now(message: OutboxMessage, now: datetime) -> PlannedChange:
+    if message.status == OutboxStatus.PENDING and message.available_at > now:
+        waiting_until = timezone.localtime(message.available_at).strftime("%d/%m %H:%M")
+        return PlannedChange(message, True, f"passa a ser enviada agora (esperava até {waiting_until})")
+    if message.status == OutboxStatus.PENDING:
+        return PlannedChange(message, False, "recusada: já está pronta para envio")
+    if _lease_is_live(message, now):
+        return PlannedChange(message, False, "recusada: um worker está entregando agora")
+    return PlannedChange(message, False, f"recusada: só mensagens pendentes (esta está {message.get_status_display()})")
+
+
+def _plan_cancel(message: OutboxMessage, now: datetime) -> PlannedChange:
+    if _lease_is_live(message, now):
+        return PlannedChange(message, False, "recusada: um worker está entregando agora")
+    if message.status in (OutboxStatus.PENDING, OutboxStatus.SENDING):
+        return PlannedChange(message, True, "será cancelada e não será enviada")
+    return PlannedChange(message, False, f"recusada: não dá para cancelar uma mensagem {message.get_status_display()}")
+
+
+_PLANNERS = {"resend": _plan_resend, "retry_now": _plan_retry_now, "cancel": _plan_cancel}
+
+
+def outbox_plan_for_message(*, action: str, message: OutboxMessage, now: datetime | None = None) -> PlannedChange:
+    """Return what `action` would do to one message now (see outbox_action_plan)."""
+    return _PLANNERS[action](message, now or timezone.now())
+
+
+def outbox_action_plan(*, action: str, message_ids: Iterable[int], now: datetime | None = None) -> list[PlannedChange]:
+    """Return, for each message, what `action` ("resend", "retry_now", "cancel") would do to it now.
+
+    Mirrors the rules of the services in services.py, which decide again at
+    the moment they run: a row a worker takes between the two is still refused.
+    """
+    now = now or timezone.now()
+    planner = _PLANNERS[action]
+    messages = OutboxMessage.objects.filter(pk__in=list(message_ids)).defer("body_text", "body_html").order_by("pk")
+    return [planner(message, now) for message in messages]
+
+
+def outbox_messages_for_source(*, source: str) -> QuerySet[OutboxMessage]:
+    """Return the emails a business object caused (e.g. "enrollments.enrollment:42"), newest first."""
+    return OutboxMessage.objects.filter(source=source).defer("body_text", "body_html").order_by("-created_at", "-id")

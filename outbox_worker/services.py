@@ -99,7 +99,10 @@ def outbox_enqueue(
 
 @dataclass
 class ActionReport:
-    """What an operator action did to each selected message, by id."""
+    """What an operator action did to each selected message, by id.
+
+    Reasons are in pt-BR: the admin shows them to the operator as they are.
+    """
 
     changed: list[int] = field(default_factory=list)
     created: dict[int, int] = field(default_factory=dict)  # original id -> new copy id
@@ -131,7 +134,7 @@ def outbox_resend(*, message_ids: Iterable[int]) -> ActionReport:
             if updated:
                 report.changed.append(message.pk)
             else:
-                report.refused[message.pk] = "changed by someone else meanwhile"
+                report.refused[message.pk] = "alterada por outra pessoa ou processo nesse meio tempo"
         elif message.status == OutboxStatus.SENT:
             with transaction.atomic():
                 copy = outbox_enqueue(
@@ -152,9 +155,9 @@ def outbox_resend(*, message_ids: Iterable[int]) -> ActionReport:
                 copy.save(update_fields=["resent_from"])
             report.created[message.pk] = copy.pk
         elif _lease_is_live(message, now):
-            report.refused[message.pk] = "a worker is delivering it right now"
+            report.refused[message.pk] = "um worker está entregando agora"
         else:
-            report.refused[message.pk] = "already queued"
+            report.refused[message.pk] = "já está na fila"
     return report
 
 
@@ -165,7 +168,7 @@ def outbox_cancel(*, message_ids: Iterable[int]) -> ActionReport:
     waiting = Q(status=OutboxStatus.PENDING) | Q(status=OutboxStatus.SENDING, locked_until__lt=now)
     for message in OutboxMessage.objects.filter(pk__in=list(message_ids)).order_by("pk"):
         if _lease_is_live(message, now):
-            report.refused[message.pk] = "a worker is delivering it right now"
+            report.refused[message.pk] = "um worker está entregando agora"
             continue
         # Guarded: a row a worker claims at this very instant is not cancelled.
         updated = OutboxMessage.objects.filter(waiting, pk=message.pk).update(
@@ -174,7 +177,37 @@ def outbox_cancel(*, message_ids: Iterable[int]) -> ActionReport:
         if updated:
             report.changed.append(message.pk)
         else:
-            report.refused[message.pk] = f"cannot cancel a message that is {message.get_status_display()}"
+            report.refused[message.pk] = f"não dá para cancelar uma mensagem {message.get_status_display()}"
+    return report
+
+
+def outbox_retry_now(*, message_ids: Iterable[int]) -> ActionReport:
+    """Make pending messages that wait for their backoff due now; nothing is sent here.
+
+    Only the next attempt time moves: the attempt budget is untouched, so a
+    message that keeps failing still ends `failed` after `max_attempts`.
+    """
+    report = ActionReport()
+    now = timezone.now()
+    for message in OutboxMessage.objects.filter(pk__in=list(message_ids)).order_by("pk"):
+        if message.status == OutboxStatus.PENDING and message.available_at > now:
+            # Guarded: a worker may claim it (or someone cancel it) meanwhile.
+            # Setting status (to the same value) fires the NOTIFY trigger, which
+            # watches `UPDATE OF status`, so an idle worker sends it at once.
+            updated = OutboxMessage.objects.filter(
+                pk=message.pk, status=OutboxStatus.PENDING, available_at__gt=now
+            ).update(status=OutboxStatus.PENDING, available_at=now, updated_at=now)
+            if updated:
+                report.changed.append(message.pk)
+            else:
+                report.refused[message.pk] = "alterada por outra pessoa ou processo nesse meio tempo"
+        elif message.status == OutboxStatus.PENDING:
+            report.refused[message.pk] = "já está pronta para envio"
+        elif _lease_is_live(message, now):
+            report.refused[message.pk] = "um worker está entregando agora"
+        else:
+            status = message.get_status_display()
+            report.refused[message.pk] = f"só mensagens pendentes esperam nova tentativa (esta está {status})"
     return report
 
 

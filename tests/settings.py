@@ -22,6 +22,13 @@ OUTBOX_MAX_ATTEMPTS = 3
 EMAIL_TIMEOUT = 5.0
 # The test client speaks plain http; the redirect itself is tested with production settings.
 SECURE_SSL_REDIRECT = False
-# Off unless a test turns it on (tests/enrollments/test_throttling.py): the
+# Off unless a test turns it on (tests/enrollments/test_idempotency_and_throttling.py): the
 # counters live in the database cache, which a transactional test does not reset.
 ENROLLMENT_THROTTLE_RATE = None
+
+# The in-process suite renders admin pages without running collectstatic, so it
+# uses plain static storage. The browser test's gunicorn sets TEST_HASHED_STATIC=1
+# and STATIC_ROOT: it serves collected, hashed files through whitenoise as production does.
+if os.environ.get("TEST_HASHED_STATIC") != "1":
+    STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}  # noqa: F405
+STATIC_ROOT = os.environ.get("STATIC_ROOT", STATIC_ROOT)  # noqa: F405

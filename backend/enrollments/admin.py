@@ -1,0 +1,145 @@
+"""Enrollment admin: each enrollment with its emails, and a safe way to send the confirmation again."""
+
+from datetime import datetime
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.http import urlencode
+from django.utils.safestring import SafeString
+
+from outbox_worker import admin_actions
+from outbox_worker.admin import status_badge
+from outbox_worker.admin_actions import ConfirmationRow
+from outbox_worker.models import OutboxStatus
+from outbox_worker.selectors import outbox_messages_for_source
+
+from .models import Enrollment
+from .selectors import enrollment_list
+from .services import enrollment_resend_confirmation, normalize_email
+
+
+class EnrollmentForm(forms.ModelForm):
+    class Meta:
+        model = Enrollment
+        fields = ["name", "email", "phone", "status"]
+
+    def clean_email(self) -> str:
+        # The same normalisation as the API, so a corrected address still counts as one enrollment.
+        return normalize_email(self.cleaned_data["email"])
+
+
+@admin.register(Enrollment)
+class EnrollmentAdmin(admin.ModelAdmin):
+    form = EnrollmentForm
+    list_display = ["name", "email", "product", "status", "confirmation_status", "created_at"]
+    list_filter = ["status", "product"]
+    search_fields = ["name", "email"]
+    list_select_related = ["product"]
+    actions = ["resend_confirmation"]
+    fields = ["product", "name", "email", "phone", "status", "created_at", "emails"]
+    readonly_fields = ["product", "created_at", "emails"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Enrollment]:
+        # Annotated with the latest confirmation's status: one query for the whole page.
+        return enrollment_list()
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # Enrollments are created by the API, which also queues the confirmation.
+        return False
+
+    def has_resend_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("outbox_worker.resend_outboxmessage")
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
+    ) -> HttpResponse:
+        detail_actions = []
+        if "resend_confirmation" in self.get_actions(request):
+            detail_actions.append(("resend_confirmation", "Reenviar confirmação"))
+        extra_context = {**(extra_context or {}), "detail_actions": detail_actions}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    @admin.display(description="email de confirmação", ordering="email_status")
+    def confirmation_status(self, enrollment: Enrollment) -> str:
+        status = getattr(enrollment, "email_status", None)
+        return OutboxStatus(status).label if status else "—"
+
+    @admin.display(description="emails")
+    def emails(self, enrollment: Enrollment) -> SafeString | str:
+        if enrollment.pk is None:
+            return "—"
+        outbox = outbox_messages_for_source(source=enrollment.outbox_source)
+        rows = format_html_join(
+            "",
+            '<tr><td><a href="{}">#{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>',
+            (
+                (
+                    admin_actions.change_url(message),
+                    message.pk,
+                    message.subject,
+                    status_badge(message),
+                    f"{message.attempts}/{message.max_attempts}",
+                    _local(message.created_at),
+                    _local(message.sent_at),
+                    message.last_error or "",
+                )
+                for message in outbox
+            ),
+        )
+        changelist = reverse("admin:outbox_worker_outboxmessage_changelist")
+        search_url = f"{changelist}?{urlencode({'q': enrollment.outbox_source})}"
+        return format_html(
+            '<table class="enrollment-emails"><thead><tr><th>mensagem</th><th>assunto</th><th>situação</th>'
+            "<th>tentativas</th><th>criada</th><th>enviada</th><th>último erro</th></tr></thead><tbody>{}</tbody>"
+            '</table><p><a href="{}">ver na outbox</a></p>',
+            rows or format_html('<tr><td colspan="7">nenhum email</td></tr>'),
+            search_url,
+        )
+
+    @admin.action(description="Reenviar confirmação (modelos atuais; a anterior é mantida)", permissions=["resend"])
+    def resend_confirmation(self, request: HttpRequest, queryset: QuerySet[Enrollment]) -> HttpResponse | None:
+        ids = admin_actions.selected_ids(self, request, queryset)
+        if ids is None:
+            return None
+        enrollments = list(Enrollment.objects.select_related("product").filter(pk__in=ids).order_by("pk"))
+        if not admin_actions.is_confirmed(request):
+            rows = [
+                ConfirmationRow(
+                    pk=enrollment.pk,
+                    label=str(enrollment),
+                    url=admin_actions.change_url(enrollment),
+                    status=enrollment.get_status_display(),
+                    allowed=True,
+                    description=f"uma confirmação nova para {enrollment.email} entra na fila; as anteriores ficam",
+                )
+                for enrollment in enrollments
+            ]
+            count = len(rows)
+            title = f"Confirmar: reenviar a confirmação de {count} matrícula{'s' if count != 1 else ''}"
+            return admin_actions.render_confirmation(
+                self, request, action="resend_confirmation", title=title, verb="reenviar", rows=rows
+            )
+        queued = [(enrollment, enrollment_resend_confirmation(enrollment=enrollment)) for enrollment in enrollments]
+        for enrollment, message in queued:
+            admin_actions.log_grouped(request, {f"Confirmação reenviada: mensagem #{message.pk}": [enrollment]})
+        admin_actions.log_additions(
+            request, ((message, f"Confirmação da matrícula #{enrollment.pk}") for enrollment, message in queued)
+        )
+        self.message_user(
+            request,
+            f"Confirmação na fila para {len(queued)} matrícula(s): "
+            + ", ".join(f"mensagem #{message.pk}" for _, message in queued),
+            messages.SUCCESS,
+        )
+        if len(queued) == 1:
+            return HttpResponseRedirect(admin_actions.change_url(queued[0][0]))
+        return None
+
+
+def _local(moment: datetime | None) -> str:
+    return timezone.localtime(moment).strftime("%d/%m/%Y %H:%M") if moment else "—"

@@ -1,0 +1,379 @@
+"""The outbox admin: health at a glance, find a message, see why it failed, fix it without double sends.
+
+Thin on purpose: numbers come from selectors.py, every change from services.py.
+Nothing here sends email; actions only change rows a worker will pick up.
+"""
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
+from django.db.models import Model, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
+from django.utils.formats import date_format
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+from . import admin_actions
+from .admin_actions import ConfirmationRow
+from .admin_health import chart_columns
+from .admin_list import CappedCountPaginator, KindFilter, OutboxChangeList
+from .models import DeliveryAttempt, OutboxMessage, OutboxStatus
+from .selectors import (
+    outbox_action_plan,
+    outbox_dashboard,
+    outbox_plan_for_message,
+    outbox_search,
+)
+from .services import ActionReport, outbox_cancel, outbox_resend, outbox_retry_now
+
+STATUS_COLOURS = {
+    OutboxStatus.PENDING: "#8a6d00",
+    OutboxStatus.SENDING: "#1f5fa8",
+    OutboxStatus.SENT: "#1e7b34",
+    OutboxStatus.FAILED: "#b3261e",
+    OutboxStatus.CANCELLED: "#666",
+}
+
+
+class DeliveryAttemptInline(admin.TabularInline):
+    model = DeliveryAttempt
+    verbose_name_plural = "tentativas de entrega (cada conversa com o servidor de email)"
+    fields = ["attempt", "try_number", "started", "duration", "outcome", "smtp_code", "error", "worker"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_view_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        # Attempts are part of the message's story: whoever may see the message sees them.
+        return request.user.has_perm("outbox_worker.view_outboxmessage")
+
+    @admin.display(description="início")
+    def started(self, attempt: DeliveryAttempt) -> str:
+        # To the second: an operator matches these against provider and worker logs.
+        return timezone.localtime(attempt.started_at).strftime("%d/%m/%Y %H:%M:%S")
+
+    @admin.display(description="duração")
+    def duration(self, attempt: DeliveryAttempt) -> str:
+        return f"{(attempt.finished_at - attempt.started_at).total_seconds():.2f} s"
+
+
+def source_admin_url(source: str) -> str | None:
+    """Return the admin page of the object named by `source` ("app_label.model:pk"), if it has one."""
+    label, _, pk = source.partition(":")
+    app_label, _, model_name = label.partition(".")
+    if not (app_label and model_name and pk):
+        return None
+    try:
+        return reverse(f"admin:{app_label}_{model_name}_change", args=[pk])
+    except NoReverseMatch:
+        return None
+
+
+def status_badge(message: OutboxMessage) -> SafeString:
+    colour = STATUS_COLOURS.get(message.status, "#333")
+    return format_html(
+        '<span class="outbox-status outbox-status-{}" style="color:#fff;background:{};padding:1px 7px;'
+        'border-radius:8px;white-space:nowrap">{}</span>',
+        message.status,
+        colour,
+        message.get_status_display(),
+    )
+
+
+def _short(moment: datetime | None) -> str:
+    # "28/11/2026 13:55" keeps the list's columns narrow; the long format wraps.
+    return date_format(timezone.localtime(moment), "SHORT_DATETIME_FORMAT") if moment else "—"
+
+
+@dataclass(frozen=True)
+class OperatorAction:
+    key: str  # its name for selectors.outbox_action_plan
+    admin_name: str  # the ModelAdmin action
+    service: Callable[..., ActionReport]
+    verb: str  # "Sim, <verb> 2 itens" on the confirmation page
+    log_label: str  # how the admin log and the messages name it
+    button: str  # the button on a message's own page
+
+
+OPERATOR_ACTIONS = {
+    action.key: action
+    for action in [
+        OperatorAction("resend", "resend_messages", outbox_resend, "reenviar", "Reenvio", "Reenviar"),
+        OperatorAction("retry_now", "retry_now", outbox_retry_now, "tentar agora", "Tentar agora", "Tentar agora"),
+        OperatorAction("cancel", "cancel_messages", outbox_cancel, "cancelar", "Cancelamento", "Cancelar"),
+    ]
+}
+
+
+@admin.register(OutboxMessage)
+class OutboxMessageAdmin(admin.ModelAdmin):
+    list_display = ["id", "recipients", "subject", "status_label", "attempts_label", "next_attempt", "created", "sent"]
+    list_display_links = ["id", "subject"]
+    # Every filter is backed by an index (see the model Meta): no full scans per click.
+    list_filter = ["status", KindFilter, "created_at"]
+    search_fields = ["to", "subject", "message_id", "source"]  # see get_search_results
+    search_help_text = (
+        "Email completo do aluno, Message-ID ou a matrícula que causou o email (ex.: matrícula 42): busca "
+        "exata e rápida. Outro texto procura em parte do destinatário ou do assunto (mais lento)."
+    )
+    list_per_page = 50
+    paginator = CappedCountPaginator
+    # Django would COUNT the whole table again to show "N total" beside a filtered count.
+    show_full_result_count = False
+    actions = ["resend_messages", "retry_now", "cancel_messages"]
+    inlines = [DeliveryAttemptInline]
+    readonly_fields = [
+        "status_label",
+        "recipients",
+        "subject",
+        "kind",
+        "source_link",
+        "attempts_label",
+        "next_attempt",
+        "created_at",
+        "sent_at",
+        "last_error_box",
+        "copies",
+        "html_preview",
+        "text_preview",
+        "headers_table",
+        "locked_by",
+        "locked_until",
+        "dedup_key",
+        "updated_at",
+    ]
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "status_label",
+                    "last_error_box",
+                    "recipients",
+                    "subject",
+                    "kind",
+                    "source_link",
+                    "attempts_label",
+                    "next_attempt",
+                    "created_at",
+                    "sent_at",
+                    "copies",
+                ]
+            },
+        ),
+        ("Como o aluno vê", {"fields": ["html_preview", "text_preview"]}),
+        ("Cabeçalhos", {"fields": ["headers_table"]}),
+        ("Entrega (técnico)", {"fields": ["locked_by", "locked_until", "dedup_key", "updated_at"]}),
+    ]
+
+    # --- read-only: operators change rows only through the actions ----------
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_resend_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("outbox_worker.resend_outboxmessage")
+
+    def has_requeue_permission(self, request: HttpRequest) -> bool:
+        # Retry-now and cancel change a row's schedule or fate: the model's change permission.
+        return request.user.has_perm("outbox_worker.change_outboxmessage")
+
+    def get_changelist(self, request: HttpRequest, **kwargs) -> type[ChangeList]:
+        return OutboxChangeList
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
+        if not search_term.strip():
+            return queryset, False
+        return outbox_search(queryset=queryset, term=search_term), False
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        health = outbox_dashboard()
+        extra_context = {
+            **(extra_context or {}),
+            "health": health,
+            "health_counts": [(status, label, health.counts[status]) for status, label in OutboxStatus.choices],
+            "chart": chart_columns(health.hours),
+        }
+        return super().changelist_view(request, extra_context)
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
+    ) -> HttpResponse:
+        extra_context = {**(extra_context or {}), "detail_actions": self._detail_actions(request, object_id)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def _detail_actions(self, request: HttpRequest, object_id: str) -> list[tuple[str, str]]:
+        """The actions this user may run on this message that would do something now."""
+        message = self.get_object(request, object_id)
+        if message is None:
+            return []
+        allowed = self.get_actions(request)
+        return [
+            (action.admin_name, action.button)
+            for action in OPERATOR_ACTIONS.values()
+            if action.admin_name in allowed and outbox_plan_for_message(action=action.key, message=message).allowed
+        ]
+
+    # --- columns and fields -------------------------------------------------
+
+    @admin.display(description="situação", ordering="status")
+    def status_label(self, message: OutboxMessage) -> SafeString:
+        return status_badge(message)
+
+    @admin.display(description="para")
+    def recipients(self, message: OutboxMessage) -> str:
+        return ", ".join(message.to)
+
+    @admin.display(description="tentativas")
+    def attempts_label(self, message: OutboxMessage) -> str:
+        return f"{message.attempts}/{message.max_attempts}"
+
+    @admin.display(description="próxima tentativa", ordering="available_at")
+    def next_attempt(self, message: OutboxMessage) -> str:
+        return _short(message.available_at) if message.status == OutboxStatus.PENDING else "—"
+
+    @admin.display(description="criado em", ordering="created_at")
+    def created(self, message: OutboxMessage) -> str:
+        return _short(message.created_at)
+
+    @admin.display(description="enviado em", ordering="sent_at")
+    def sent(self, message: OutboxMessage) -> str:
+        return _short(message.sent_at)
+
+    @admin.display(description="origem")
+    def source_link(self, message: OutboxMessage) -> SafeString | str:
+        url = source_admin_url(message.source)
+        return format_html('<a href="{}">{}</a>', url, message.source) if url else message.source or "—"
+
+    @admin.display(description="último erro")
+    def last_error_box(self, message: OutboxMessage) -> SafeString | str:
+        if not message.last_error:
+            return "—"
+        return format_html('<strong class="outbox-last-error" style="color:#b3261e">{}</strong>', message.last_error)
+
+    @admin.display(description="reenvios")
+    def copies(self, message: OutboxMessage) -> SafeString | str:
+        links = []
+        if message.resent_from_id:
+            url = admin_actions.change_url(message.resent_from)
+            links.append(format_html('cópia de <a href="{}">#{}</a>', url, message.resent_from_id))
+        for copy in message.resends.only("id", "status").order_by("id"):
+            url = admin_actions.change_url(copy)
+            links.append(format_html('reenviada como <a href="{}">#{}</a> ({})', url, copy.pk, status_badge(copy)))
+        return format_html_join("; ", "{}", ((link,) for link in links)) if links else "—"
+
+    @admin.display(description="HTML")
+    def html_preview(self, message: OutboxMessage) -> SafeString | str:
+        if not message.body_html:
+            return "(sem versão HTML)"
+        # sandbox="" blocks scripts, forms and navigation from the email's HTML;
+        # srcdoc is escaped by format_html, so the email cannot break out of the attribute.
+        return format_html(
+            '<iframe class="outbox-html-preview" sandbox="" srcdoc="{}" title="HTML do email" '
+            'style="width:100%;max-width:760px;height:360px;border:1px solid #ccc;background:#fff"></iframe>',
+            message.body_html,
+        )
+
+    @admin.display(description="texto")
+    def text_preview(self, message: OutboxMessage) -> SafeString:
+        return format_html('<pre style="white-space:pre-wrap;margin:0">{}</pre>', message.body_text)
+
+    @admin.display(description="cabeçalhos")
+    def headers_table(self, message: OutboxMessage) -> SafeString:
+        rows = [
+            ("From", message.from_email),
+            ("To", ", ".join(message.to)),
+            ("Cc", ", ".join(message.cc)),
+            ("Reply-To", ", ".join(message.reply_to)),
+            ("Subject", message.subject),
+            ("Message-ID", message.message_id),
+            *message.headers.items(),
+        ]
+        body = format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", ((k, v) for k, v in rows if v))
+        return format_html("<table>{}</table>", body)
+
+    # --- actions --------------------------------------------------------------
+
+    @admin.action(description="Reenviar mensagens selecionadas", permissions=["resend"])
+    def resend_messages(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        return self._confirm_or_run(request, queryset, "resend")
+
+    @admin.action(description="Tentar agora (sem esperar o intervalo)", permissions=["requeue"])
+    def retry_now(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        return self._confirm_or_run(request, queryset, "retry_now")
+
+    @admin.action(description="Cancelar mensagens selecionadas", permissions=["requeue"])
+    def cancel_messages(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        return self._confirm_or_run(request, queryset, "cancel")
+
+    def _confirm_or_run(self, request: HttpRequest, queryset: QuerySet, key: str) -> HttpResponse | None:
+        ids = admin_actions.selected_ids(self, request, queryset)
+        if ids is None:
+            return None
+        action = OPERATOR_ACTIONS[key]
+        if not admin_actions.is_confirmed(request):
+            rows = [
+                ConfirmationRow(
+                    pk=plan.message.pk,
+                    label=f"#{plan.message.pk} {plan.message.subject} → {', '.join(plan.message.to)}",
+                    url=admin_actions.change_url(plan.message),
+                    status=plan.message.get_status_display(),
+                    allowed=plan.allowed,
+                    description=plan.description,
+                )
+                for plan in outbox_action_plan(action=key, message_ids=ids)
+            ]
+            title = f"Confirmar: {action.verb} {len(rows)} mensage{'m' if len(rows) == 1 else 'ns'}"
+            return admin_actions.render_confirmation(
+                self, request, action=action.admin_name, title=title, verb=action.verb, rows=rows
+            )
+        report = action.service(message_ids=ids)
+        self._log_and_tell(request, report, action.log_label)
+        if len(ids) == 1:
+            # One message (typically from its own page): go back to it to watch what happens.
+            return HttpResponseRedirect(reverse("admin:outbox_worker_outboxmessage_change", args=[ids[0]]))
+        return None
+
+    def _log_and_tell(self, request: HttpRequest, report: ActionReport, label: str) -> None:
+        """Record what happened to each row in the admin log (with the user) and tell the user in short."""
+        touched = set(report.changed) | set(report.created) | set(report.refused) | set(report.created.values())
+        by_id = OutboxMessage.objects.only("id", "subject", "to").in_bulk(list(touched))
+        logged: dict[str, list[Model]] = defaultdict(list)
+        logged[f"{label}: feito"] = [by_id[pk] for pk in report.changed]
+        for original, copy in report.created.items():
+            logged[f"{label}: cópia #{copy} criada"].append(by_id[original])
+        refused_by_reason: dict[str, list[int]] = defaultdict(list)
+        for pk, reason in report.refused.items():
+            logged[f"{label} recusado: {reason}"].append(by_id[pk])
+            refused_by_reason[reason].append(pk)
+        admin_actions.log_grouped(request, logged)
+        admin_actions.log_additions(
+            request, ((by_id[copy], f"{label}: cópia de #{original}") for original, copy in report.created.items())
+        )
+        if report.changed:
+            self.message_user(request, f"{label}: {len(report.changed)} mensagem(ns) alterada(s).", messages.SUCCESS)
+        if report.created:
+            copies = ", ".join(f"#{copy}" for copy in report.created.values())
+            self.message_user(request, f"{label}: cópia(s) nova(s) na fila: {copies}.", messages.SUCCESS)
+        for reason, pks in refused_by_reason.items():
+            listed = ", ".join(f"#{pk}" for pk in pks[:20]) + (f" e mais {len(pks) - 20}" if len(pks) > 20 else "")
+            self.message_user(request, f"{label} recusado para {listed}: {reason}.", messages.WARNING)

@@ -1,0 +1,239 @@
+"""The operator's whole path in a real browser: a failed email, found, resent, delivered.
+
+Everything is real: Debian's Chromium driven by Playwright, the app under
+gunicorn with its gunicorn.conf.py and whitenoise serving collected (hashed)
+static files with DEBUG off, the outbox worker as a separate process, and an
+SMTP server that rejects the first delivery with a permanent 550.
+"""
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from django.db import connection
+
+from backend.enrollments.services import enrollment_create
+from outbox_worker.models import OutboxMessage, OutboxStatus
+from tests.factories import make_product
+from tests.staff import PASSWORD, make_operator
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = pytest.mark.postgres
+
+
+def _require_browser() -> None:
+    """Skip loudly when there is no browser, but only outside CI: in CI a missing browser is a failure."""
+    problem = None
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError as exc:
+        problem = f"python playwright is not installed ({exc}); run ./scripts/test, which installs it"
+    if problem is None and not os.access(CHROMIUM, os.X_OK):
+        problem = f"{CHROMIUM} is missing; ./scripts/test installs it with apt-get when run as root"
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(f"BROWSER TEST CANNOT RUN IN CI: {problem}")
+        pytest.skip(f"!!! BROWSER TEST SKIPPED: {problem} !!!")
+
+
+@pytest.fixture
+def browser_available() -> None:
+    """Check for the browser before any server starts."""
+    _require_browser()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_until_listening(port: int, process: subprocess.Popen, log: Path, timeout: float = 60.0) -> None:
+    """Return once `port` accepts connections; fail at once if the process dies first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            pass
+        try:
+            # Waits for the process to exit; the timeout is the pause between two probes.
+            process.wait(timeout=0.1)
+            pytest.fail(f"gunicorn exited with {process.returncode}:\n{log.read_text()}")
+        except subprocess.TimeoutExpired:
+            pass
+    pytest.fail(f"gunicorn did not listen on {port} within {timeout}s:\n{log.read_text()}")
+
+
+def _test_database_url() -> str:
+    db = connection.settings_dict
+    credentials = quote(db["USER"] or "", safe="") + (f":{quote(db['PASSWORD'], safe='')}" if db["PASSWORD"] else "")
+    return f"postgres://{credentials}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@pytest.fixture
+def app_env(transactional_db, smtp_server, tmp_path) -> dict[str, str]:
+    """Environment for the app's processes: the test database, the test SMTP server, production-like static."""
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DATABASE_URL": _test_database_url(),
+        "CONN_MAX_AGE": "0",
+        "DEBUG": "false",
+        "TEST_HASHED_STATIC": "1",
+        "STATIC_ROOT": str(tmp_path / "static"),
+        "EMAIL_URL": smtp_server.url,
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+@pytest.fixture
+def gunicorn(app_env, tmp_path) -> Iterator[str]:
+    """Serve the app with real gunicorn and the project's gunicorn.conf.py; yield its base URL."""
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"],
+        cwd=ROOT,
+        env=app_env,
+        check=True,
+        timeout=120,
+    )
+    port = _free_port()
+    log = tmp_path / "gunicorn.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "backend.wsgi", "-c", "gunicorn.conf.py"],
+            cwd=ROOT,
+            env={**app_env, "PORT": str(port), "WEB_CONCURRENCY": "2"},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _wait_until_listening(port, process, log)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+def _run_worker(app_env: dict[str, str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "manage.py", "outbox_worker", "--once"],
+        cwd=ROOT,
+        env=app_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_operator_finds_a_rejected_email_resends_it_and_it_is_delivered(
+    browser_available, gunicorn, app_env, smtp_server, monkeypatch
+):
+    from playwright.sync_api import expect, sync_playwright
+
+    # Playwright's sync API runs an event loop in this thread; the ORM calls
+    # below are plain synchronous test code, not async views.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+    product = make_product(name="Excel do Zero ao Avançado")
+    students = [
+        ("Ana Souza", "ana@example.com"),
+        ("Bruno Lima", "bruno@example.com"),
+        ("Carla Dias", "carla@example.com"),
+    ]
+    enrollments = [enrollment_create(product=product, name=name, email=email) for name, email in students]
+    make_operator()
+    # The first delivery (Ana's, the oldest due) is rejected for good; later ones are accepted.
+    smtp_server.handler.replies.append("550 5.1.1 mailbox unavailable: no such user")
+    _run_worker(app_env)
+    failed = OutboxMessage.objects.get(source=enrollments[0].outbox_source)
+    assert failed.status == OutboxStatus.FAILED
+    assert len(smtp_server.handler.received) == 2
+
+    static_responses: list[tuple[str, int]] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900}, locale="pt-BR")
+        page.on("response", lambda r: static_responses.append((r.url, r.status)) if "/static/" in r.url else None)
+
+        page.goto(f"{gunicorn}/admin/login/?next=/admin/outbox_worker/outboxmessage/")
+        page.fill("#id_username", "operadora")
+        page.fill("#id_password", PASSWORD)
+        page.click("input[type=submit]")
+
+        # The dashboard says one email failed, in pt-BR.
+        expect(page.locator(".outbox-health-panel")).to_contain_text("Saúde da outbox")
+        expect(page.locator(".card.status-failed .n")).to_have_text("1")
+        expect(page.locator(".failures-24h")).to_have_text("1")
+
+        # Open the failed message and read why.
+        page.click(f"#result_list a[href$='/outboxmessage/{failed.pk}/change/'] >> nth=0")
+        expect(page.locator(".outbox-last-error")).to_contain_text("550")
+        expect(page.locator(".inline-group")).to_contain_text("mailbox unavailable: no such user")
+        expect(page.locator(".field-status_label .outbox-status")).to_have_text("falhou")
+        expect(page.frame_locator("iframe.outbox-html-preview").locator("body")).to_contain_text("Ana Souza")
+
+        # Resend: a confirmation page first, then back on the message, queued again.
+        page.click(".detail-action-resend_messages")
+        expect(page.locator("tr.plan-allowed")).to_contain_text("volta para a fila")
+        page.click("input.confirm-action")
+        expect(page.locator(".messagelist")).to_contain_text("Reenvio: 1 mensagem(ns) alterada(s)")
+        expect(page.locator(".field-status_label .outbox-status")).to_have_text("pendente")
+
+        _run_worker(app_env)
+
+        page.reload()
+        # Fold the app menu so the screenshots show the page itself at full width.
+        page.click("#toggle-nav-sidebar")
+        expect(page.locator(".field-status_label .outbox-status")).to_have_text("enviado")
+        expect(page.locator(".inline-group tbody tr.has_original")).to_have_count(2)
+        DOCS.mkdir(exist_ok=True)
+        page.screenshot(path=DOCS / "admin-message.png", full_page=True)
+
+        page.goto(f"{gunicorn}/admin/outbox_worker/outboxmessage/")
+        expect(page.locator(".card.status-sent .n")).to_have_text("3")
+        page.screenshot(path=DOCS / "admin-dashboard.png", full_page=True)
+        browser.close()
+
+    # The student got the email, once, with the Message-ID it had from the start.
+    received = smtp_server.handler.wait_for(3)
+    assert received[-1].rcpt_tos == ["ana@example.com"]
+    assert received[-1].message["Message-ID"] == failed.message_id
+    assert sorted(r.rcpt_tos[0] for r in received) == ["ana@example.com", "bruno@example.com", "carla@example.com"]
+    # whitenoise served the admin's collected, hashed static files under gunicorn.
+    assert static_responses and all(status == 200 for _, status in static_responses)
+    assert any(re.search(r"/static/admin/css/base\.[0-9a-f]{12}\.css$", url) for url, _ in static_responses)
+
+
+def test_a_missing_browser_fails_in_ci_and_skips_loudly_elsewhere(monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", "/nonexistent/chromium")
+
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="BROWSER TEST CANNOT RUN IN CI: /nonexistent/chromium is missing"):
+        _require_browser()
+
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="!!! BROWSER TEST SKIPPED: /nonexistent/chromium is missing"):
+        _require_browser()
