@@ -23,7 +23,11 @@ from .transitions import outbox_extend_leases, outbox_worker_gone, outbox_worker
 logger = logging.getLogger("outbox_worker.worker")
 
 CHANNEL = "outbox_worker"
-LISTENER_APPLICATION_NAME = "outbox_worker_listener"
+
+
+def listener_application_name(pid: int) -> str:
+    """How a worker process's LISTEN connection names itself in pg_stat_activity."""
+    return f"outbox_worker_listener:{pid}"
 
 
 class Waker:
@@ -78,7 +82,7 @@ class NotificationListener(threading.Thread):
         # TCP keepalives make the kernel notice a silently dead peer too.
         params.update(keepalives=1, keepalives_idle=30, keepalives_interval=10, keepalives_count=3)
         # Lets an operator (and the tests) find this connection in pg_stat_activity.
-        params["application_name"] = LISTENER_APPLICATION_NAME
+        params["application_name"] = listener_application_name(os.getpid())
         conn = psycopg2.connect(**params)
         conn.set_session(autocommit=True)
         with conn.cursor() as cursor:

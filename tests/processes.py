@@ -29,16 +29,30 @@ def worker_env(*, smtp_port: int, **extra: str) -> dict[str, str]:
     return env
 
 
+# Every worker a test started, so a failing test cannot leave one running.
+STARTED: list[subprocess.Popen] = []
+
+
+def kill_leftover_workers() -> None:
+    while STARTED:
+        process = STARTED.pop()
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+
+
 def start_worker(*args: str, smtp_port: int, log_path: Path, **extra_env: str) -> subprocess.Popen:
     """Start `manage.py outbox_worker ARGS`; its output goes to `log_path`."""
     log = open(log_path, "ab")  # the child keeps the file; ours closes when garbage-collected
-    return subprocess.Popen(
+    process = subprocess.Popen(
         [sys.executable, "manage.py", "outbox_worker", *args],
         cwd=PROJECT_ROOT,
         env=worker_env(smtp_port=smtp_port, **extra_env),
         stdout=log,
         stderr=subprocess.STDOUT,
     )
+    STARTED.append(process)
+    return process
 
 
 def wait_until(predicate, *, timeout: float = 60.0, interval: float = 0.05, what: str = "condition"):
@@ -59,15 +73,19 @@ def wait_until(predicate, *, timeout: float = 60.0, interval: float = 0.05, what
         time.sleep(interval)
 
 
-def listener_pids() -> set[int]:
-    """Backends of the current database that are LISTENing for the outbox channel."""
+def listener_pids(worker_pid: int) -> set[int]:
+    """Backends through which the worker process `worker_pid` LISTENs for the outbox channel.
+
+    Matched by the worker's pid: a listener of an earlier test's worker may
+    still be on its way out of pg_stat_activity.
+    """
     from django.db import connection as conn
 
-    from outbox_worker.background import LISTENER_APPLICATION_NAME
+    from outbox_worker.background import listener_application_name
 
     with conn.cursor() as cursor:
         cursor.execute(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s",
-            [LISTENER_APPLICATION_NAME],
+            [listener_application_name(worker_pid)],
         )
         return {row[0] for row in cursor.fetchall()}

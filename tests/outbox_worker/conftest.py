@@ -1,6 +1,13 @@
 import pytest
 
 from outbox_worker.worker import OutboxWorker
+from tests.processes import kill_leftover_workers
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_worker_processes():
+    yield
+    kill_leftover_workers()
 
 
 @pytest.fixture

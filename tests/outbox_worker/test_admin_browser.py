@@ -26,6 +26,17 @@ from tests.staff import PASSWORD, make_operator
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
+
+
+def screenshot_dir(tmp_path: Path) -> Path:
+    """docs/ when SAVE_SCREENSHOTS=1 (to refresh the README's pictures), else the test's temp dir.
+
+    Always writing to docs/ would leave every developer's tree modified after
+    each test run (times and ids change).
+    """
+    return DOCS if os.environ.get("SAVE_SCREENSHOTS") == "1" else tmp_path
+
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
@@ -149,9 +160,11 @@ def _run_worker(app_env: dict[str, str]) -> None:
 
 
 def test_operator_finds_a_rejected_email_resends_it_and_it_is_delivered(
-    browser_available, gunicorn, app_env, smtp_server, monkeypatch
+    browser_available, gunicorn, app_env, smtp_server, monkeypatch, tmp_path
 ):
     from playwright.sync_api import expect, sync_playwright
+
+    shots = screenshot_dir(tmp_path)
 
     # Playwright's sync API runs an event loop in this thread; the ORM calls
     # below are plain synchronous test code, not async views.
@@ -210,11 +223,11 @@ def test_operator_finds_a_rejected_email_resends_it_and_it_is_delivered(
         expect(page.locator(".field-status_label .outbox-status")).to_have_text("enviado")
         expect(page.locator(".inline-group tbody tr.has_original")).to_have_count(2)
         DOCS.mkdir(exist_ok=True)
-        page.screenshot(path=DOCS / "admin-message.png", full_page=True)
+        page.screenshot(path=shots / "admin-message.png", full_page=True)
 
         page.goto(f"{gunicorn}/admin/outbox_worker/outboxmessage/")
         expect(page.locator(".card.status-sent .n")).to_have_text("3")
-        page.screenshot(path=DOCS / "admin-dashboard.png", full_page=True)
+        page.screenshot(path=shots / "admin-dashboard.png", full_page=True)
         browser.close()
 
     # The student got the email, once, with the Message-ID it had from the start.

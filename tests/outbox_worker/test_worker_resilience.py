@@ -132,7 +132,7 @@ def test_the_worker_survives_losing_its_database_connections(smtp_server, tmp_pa
 def test_notify_wakes_an_idle_worker_without_waiting_for_the_poll(smtp_server, tmp_path):
     worker = start_worker("--poll-interval", "3600", smtp_port=smtp_server.port, log_path=tmp_path / "worker.log")
     try:
-        wait_until(listener_pids, what="the worker to LISTEN")
+        wait_until(lambda: listener_pids(worker.pid), what="the worker to LISTEN")
         with transaction.atomic():
             enqueue_messages(1)
         # With an hour-long poll interval only the notification can explain a delivery.
@@ -144,10 +144,10 @@ def test_notify_wakes_an_idle_worker_without_waiting_for_the_poll(smtp_server, t
 def test_a_listen_connection_killed_by_the_server_is_reopened(smtp_server, tmp_path):
     worker = start_worker("--poll-interval", "3600", smtp_port=smtp_server.port, log_path=tmp_path / "worker.log")
     try:
-        [first] = wait_until(listener_pids, what="the worker to LISTEN")
+        [first] = wait_until(lambda: listener_pids(worker.pid), what="the worker to LISTEN")
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_terminate_backend(%s)", [first])
-        wait_until(lambda: listener_pids() - {first}, what="a new LISTEN connection")
+        wait_until(lambda: listener_pids(worker.pid) - {first}, what="a new LISTEN connection")
         enqueue_messages(1)
         smtp_server.handler.wait_for(1)
     finally:
@@ -161,7 +161,8 @@ def test_polling_alone_delivers_when_notifications_are_off(smtp_server, tmp_path
     )
     try:
         wait_until(lambda: "outbox.worker_started" in (tmp_path / "worker.log").read_text(), what="start-up")
-        assert listener_pids() == set()
+        assert "notify=False" in (tmp_path / "worker.log").read_text()
+        assert listener_pids(worker.pid) == set()
         enqueue_messages(3)
         smtp_server.handler.wait_for(3)
     finally:
