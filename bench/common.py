@@ -21,6 +21,8 @@ RESULTS = BENCH / "results"
 LOGS = BENCH / "logs"
 DOCS = ROOT / "docs"
 PY = sys.executable
+# Client-side limit for one HTTP request in benchmark 1.
+HTTP_TIMEOUT = 30.0
 PG_URL = os.environ.get("BENCH_PG_URL", "postgres://root@127.0.0.1:5432").rstrip("/")
 OURS = "bench.oursite.settings"
 REFS = "bench.refs.settings"

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 
 from bench import common
 from bench.common import OURS, REFS, Proc, Sink, child_env, log, manage_cmd, save, task
@@ -125,7 +126,161 @@ def b3(cfg: Config) -> dict:
     return {"emails": n, "rounds": rounds, "runs": runs, "best_rate_per_s": best, "ratios": ratios}
 
 
-BENCHMARKS = {"b3": b3}
+# --- 2. enqueue cost -------------------------------------------------------------------
+
+
+def b2(cfg: Config) -> dict:
+    rounds = cfg.n(20, 4)
+    log(f"b2: {rounds} interleaved rounds of 50 creates per variant")
+    ours = task(OURS, "enqueue-cost", "--rounds", str(rounds), "--block", "50")
+    log(
+        f"  ours: without email {ours['without_email']['median_ms']:.2f} ms, "
+        f"with outbox {ours['with_outbox']['median_ms']:.2f} ms -> {ours['with_outbox']['ratio_median']:.2f}x"
+    )
+    refs = task(REFS, "enqueue-cost-refs", "--rounds", str(rounds), "--block", "50")
+    for name in ("post_office", "django_mailer"):
+        log(f"  {name}: {refs[name]['median_ms']:.2f} ms -> {refs[name]['ratio_median']:.2f}x its own baseline")
+    return {"ours": ours, "refs": refs, "ratio": ours["with_outbox"]["ratio_median"], "target": 1.3}
+
+
+# --- 7. claim query on a big table ---------------------------------------------------------
+
+
+def b7(cfg: Config) -> dict:
+    big = cfg.n(1_000_000, 200_000)
+    small = 10_000
+    log(f"b7: filling bench_claim_small ({small} sent rows) and bench_claim_big ({big} sent rows), 1000 due each")
+    setup_small = task(OURS, "claim-setup", "--using", "claim_small", "--finished", str(small))
+    setup_big = task(OURS, "claim-setup", "--using", "claim_big", "--finished", str(big), timeout=1800)
+    log(f"  filled in {setup_small['seconds']:.0f}s and {setup_big['seconds']:.0f}s; timing the claim statement")
+    timing = task(OURS, "claim-time", "--reps", str(cfg.n(300, 100)))
+    log(
+        f"  claim of 50: {timing['claim_small']['median_ms']:.2f} ms at {small} rows, "
+        f"{timing['claim_big']['median_ms']:.2f} ms at {big} rows -> {timing['ratio_median']:.2f}x"
+    )
+    return {
+        "finished_small": small,
+        "finished_big": big,
+        "timing": timing,
+        "ratio": timing["ratio_median"],
+        "target": 2.0,
+    }
+
+
+# --- 1. request path under gunicorn ------------------------------------------------------
+
+
+def http_load(port: int, path: str, product: int, clients: int, seconds: float, tag: str) -> list[dict]:
+    """`clients` threads POST enrollments for `seconds`; each request gets a fresh email address."""
+    import http.client
+    import json
+    import threading
+
+    results: list[dict] = []
+    lock = threading.Lock()
+    deadline = time.time() + seconds
+
+    def client(index: int) -> None:
+        n = 0
+        while time.time() < deadline:
+            n += 1
+            body = json.dumps({"product": product, "name": "Ana Souza", "email": f"{tag}.{index}.{n}@example.com"})
+            start = time.perf_counter()
+            record = {"start": time.time()}
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=common.HTTP_TIMEOUT)
+                conn.request("POST", path, body, {"Content-Type": "application/json"})
+                response = conn.getresponse()
+                response.read()
+                conn.close()
+                record["status"] = response.status
+            except (OSError, http.client.HTTPException) as exc:
+                record["status"] = 0
+                record["error"] = type(exc).__name__
+            record["latency"] = time.perf_counter() - start
+            with lock:
+                results.append(record)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def summarise_http(records: list[dict]) -> dict:
+    latencies = [r["latency"] * 1000 for r in records]
+    errors = [r for r in records if r["status"] != 201]
+    return {
+        "requests": len(records),
+        "ok_201": len(records) - len(errors),
+        "errors": len(errors),
+        "error_kinds": dict(Counter(str(r.get("error") or r["status"]) for r in errors)),
+        "p50_ms": common.percentile(latencies, 50),
+        "p99_ms": common.percentile(latencies, 99),
+        "max_ms": max(latencies) if latencies else float("nan"),
+    }
+
+
+def b1(cfg: Config) -> dict:
+    seconds = cfg.n(20, 5)
+    clients = 10
+    scenarios = {
+        "healthy": {},
+        "slow_1s": {"greeting_delay": 1.0},
+        "hung": {"silent": True},
+    }
+    paths = {"outbox": "/api/enrollments/", "sync": "/bench/sync-enrollments/"}
+    gunicorn = str(common.Path(common.PY).parent / "gunicorn")
+    out: dict[str, dict] = {}
+    for scenario, sink_options in scenarios.items():
+        product = task(OURS, "reset-ours")["product"]
+        out[scenario] = {}
+        with Sink(f"b1-{scenario}", **sink_options) as sink:
+            port = common.free_port()
+            web = Proc(
+                f"b1-gunicorn-{scenario}",
+                [gunicorn, "backend.wsgi", "-c", "gunicorn.conf.py"],
+                child_env(OURS, sink.port, GUNICORN_BIND=f"127.0.0.1:{port}"),
+            )
+            common.wait_port(port)
+            try:
+                for kind, path in paths.items():
+                    worker = (
+                        ours_worker(f"b1-worker-{scenario}-{kind}", sink, cfg, once=False) if kind == "outbox" else None
+                    )
+                    tag = f"{scenario}-{kind}-{int(time.time())}"
+                    http_load(
+                        port, path, product, clients, 0 if kind == "sync" and scenario == "hung" else 1.0, tag + "w"
+                    )
+                    log(f"b1 {scenario}/{kind}: {clients} clients for {seconds}s")
+                    records = http_load(port, path, product, clients, seconds, tag)
+                    if worker is not None:
+                        worker.stop()
+                    summary = summarise_http(records)
+                    out[scenario][kind] = summary
+                    log(
+                        f"  {summary['requests']} requests, p50 {summary['p50_ms']:.1f} ms, "
+                        f"p99 {summary['p99_ms']:.1f} ms, errors {summary['errors']} {summary['error_kinds']}"
+                    )
+            finally:
+                web.stop()
+        gunicorn_log = web.log_path.read_text(errors="replace")
+        out[scenario]["worker_timeouts"] = gunicorn_log.count("WORKER TIMEOUT")
+        log(f"  gunicorn [CRITICAL] WORKER TIMEOUT lines: {out[scenario]['worker_timeouts']}")
+    ratio = out["hung"]["outbox"]["p99_ms"] / out["healthy"]["outbox"]["p99_ms"]
+    return {
+        "clients": clients,
+        "seconds_per_path": seconds,
+        "http_timeout_s": common.HTTP_TIMEOUT,
+        "scenarios": out,
+        "outbox_p99_hung_over_healthy": ratio,
+        "target": 1.2,
+    }
+
+
+BENCHMARKS = {"b1": b1, "b3": b3, "b2": b2, "b7": b7}
 
 
 def main() -> None:
