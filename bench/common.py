@@ -174,6 +174,7 @@ class Sink:
     reply_delay: float = 0.0
     greeting_delay: float = 0.0
     silent: bool = False
+    impl: str = "fast"  # "fast" (bench/sink.py) or "aiosmtpd" (bench/sink_aiosmtpd.py)
     port: int = 0
     accepts: list[tuple[float, str]] = field(default_factory=list)
     connections: int = 0
@@ -183,11 +184,12 @@ class Sink:
         self.log_path = LOGS / f"sink-{self.name}.log"
         LOGS.mkdir(exist_ok=True)
         self.log_path.write_text("")
-        argv = [PY, str(BENCH / "sink.py"), "--port", str(self.port), "--log", str(self.log_path)]
+        script = ["-m", "bench.sink_aiosmtpd"] if self.impl == "aiosmtpd" else [str(BENCH / "sink.py")]
+        argv = [PY, *script, "--port", str(self.port), "--log", str(self.log_path)]
         argv += ["--reply-delay", str(self.reply_delay), "--greeting-delay", str(self.greeting_delay)]
         if self.silent:
             argv.append("--silent")
-        self.proc = Proc(f"sinkproc-{self.name}", argv, dict(os.environ))
+        self.proc = Proc(f"sinkproc-{self.name}", argv, {**os.environ, "PYTHONPATH": str(ROOT)})
         self._offset = 0
         self._partial = ""
         # The sink logs a connection for every probe; connect once and count it out.

@@ -14,7 +14,7 @@ from collections import Counter
 from bench import common
 from bench.common import OURS, REFS, Proc, Sink, child_env, log, manage_cmd, save, task
 
-ORDER = ["b3", "b2", "b7", "b1", "b5", "b6", "b8", "b4"]
+ORDER = ["b3", "b2", "b7", "b1", "b5", "b6", "b8", "b4", "profile", "b3x", "b3a"]
 
 
 class Config:
@@ -89,29 +89,29 @@ def drain(label: str, count: int, sink: Sink, procs: list[Proc], timeout: float)
 # --- 3. delivery throughput ------------------------------------------------------------
 
 
-def b3(cfg: Config) -> dict:
+def b3(cfg: Config, sink_impl: str = "fast") -> dict:
     n = cfg.n(5000, 1000)
-    rounds = cfg.n(3, 1)
+    rounds = cfg.n(3, 1) if sink_impl == "fast" else cfg.n(2, 1)
     timeout = 300
     runs: dict[str, list[dict]] = {"ours": [], "post_office": [], "django_mailer": [], "smtplib_ceiling": []}
     for rnd in range(rounds):
         log(f"b3 round {rnd + 1}/{rounds}: {n} emails each")
         task(OURS, "seed-ours", str(n))
-        with Sink(f"b3-ours-{rnd}") as sink:
+        with Sink(f"b3-ours-{rnd}", impl=sink_impl) as sink:
             worker = ours_worker(f"b3-ours-worker-{rnd}", sink, cfg)
             runs["ours"].append(drain("ours outbox_worker --once", n, sink, [worker], timeout))
 
         task(REFS, "seed-postoffice", str(n))
-        with Sink(f"b3-postoffice-{rnd}") as sink:
+        with Sink(f"b3-postoffice-{rnd}", impl=sink_impl) as sink:
             proc = Proc(f"b3-postoffice-{rnd}", manage_cmd("send_queued_mail"), child_env(REFS, sink.port))
             runs["post_office"].append(drain("post-office send_queued_mail", n, sink, [proc], timeout))
 
         task(REFS, "seed-mailer", str(n))
-        with Sink(f"b3-mailer-{rnd}") as sink:
+        with Sink(f"b3-mailer-{rnd}", impl=sink_impl) as sink:
             proc = Proc(f"b3-mailer-{rnd}", manage_cmd("send_mail"), child_env(REFS, sink.port))
             runs["django_mailer"].append(drain("django-mailer send_mail", n, sink, [proc], timeout))
 
-        with Sink(f"b3-ceiling-{rnd}") as sink:
+        with Sink(f"b3-ceiling-{rnd}", impl=sink_impl) as sink:
             argv = [common.PY, "-m", "bench.tasks", "smtplib-ceiling", str(n), "--port", str(sink.port)]
             proc = Proc(f"b3-ceiling-{rnd}", argv, child_env(OURS, sink.port))
             runs["smtplib_ceiling"].append(drain("bare smtplib loop, one connection", n, sink, [proc], timeout))
@@ -127,7 +127,12 @@ def b3(cfg: Config) -> dict:
         for ref in ("post_office", "django_mailer", "smtplib_ceiling")
     }
     log(f"b3: best rates {best}; median per-round ratios {ratios}")
-    return {"emails": n, "rounds": rounds, "runs": runs, "best_rate_per_s": best, "ratios": ratios}
+    return {"emails": n, "rounds": rounds, "sink": sink_impl, "runs": runs, "best_rate_per_s": best, "ratios": ratios}
+
+
+def b3a(cfg: Config) -> dict:
+    """Benchmark 3 again with an aiosmtpd sink, as in the issue's reference figures."""
+    return b3(cfg, sink_impl="aiosmtpd")
 
 
 # --- 2. enqueue cost -------------------------------------------------------------------
@@ -462,7 +467,63 @@ def b4(cfg: Config) -> dict:
     }
 
 
-BENCHMARKS = {"profile": profile, "b5": b5, "b6": b6, "b8": b8, "b4": b4, "b1": b1, "b3": b3, "b2": b2, "b7": b7}
+# --- 3x. what the proposed worker changes would buy -------------------------------------------
+
+
+def b3x(cfg: Config) -> dict:
+    """Our worker as shipped vs the same worker with the changes proposed in docs/benchmarks.md."""
+    import statistics
+
+    n = cfg.n(5000, 1000)
+    rounds = cfg.n(3, 1)
+    variants = {
+        "stock": manage_cmd("outbox_worker", "--once", *cfg.worker_flags),
+        "open_once": [common.PY, "-m", "bench.worker_variant", "--open-once"],
+        "open_once_async_commit": [common.PY, "-m", "bench.worker_variant", "--open-once", "--async-commit"],
+    }
+    runs: dict[str, list[dict]] = {name: [] for name in variants}
+    for rnd in range(rounds):
+        log(f"b3x round {rnd + 1}/{rounds}: {n} emails each")
+        for name, argv in variants.items():
+            task(OURS, "seed-ours", str(n))
+            with Sink(f"b3x-{name}-{rnd}") as sink:
+                proc = Proc(f"b3x-{name}-{rnd}", argv, child_env(OURS, sink.port))
+                runs[name].append(drain(name, n, sink, [proc], 300))
+        with Sink(f"b3x-ceiling-{rnd}") as sink:
+            argv = [common.PY, "-m", "bench.tasks", "smtplib-ceiling", str(n), "--port", str(sink.port)]
+            proc = Proc(f"b3x-ceiling-{rnd}", argv, child_env(OURS, sink.port))
+            runs.setdefault("smtplib_ceiling", []).append(drain("smtplib ceiling", n, sink, [proc], 300))
+    ratios = {
+        f"{name}_vs_stock": statistics.median(
+            v["rate_per_s"] / s["rate_per_s"] for v, s in zip(runs[name], runs["stock"], strict=True)
+        )
+        for name in variants
+        if name != "stock"
+    }
+    ratios.update(
+        {
+            f"{name}_vs_ceiling": statistics.median(
+                v["rate_per_s"] / c["rate_per_s"] for v, c in zip(runs[name], runs["smtplib_ceiling"], strict=True)
+            )
+            for name in variants
+        }
+    )
+    log(f"b3x: median per-round ratios {ratios}")
+    return {"emails": n, "rounds": rounds, "runs": runs, "ratios": ratios}
+
+
+BENCHMARKS = {
+    "b3x": b3x,
+    "profile": profile,
+    "b5": b5,
+    "b6": b6,
+    "b8": b8,
+    "b4": b4,
+    "b1": b1,
+    "b3": b3,
+    "b2": b2,
+    "b7": b7,
+}
 
 
 def main() -> None:
