@@ -14,7 +14,7 @@ from collections import Counter
 from bench import common
 from bench.common import OURS, REFS, Proc, Sink, child_env, log, manage_cmd, save, task
 
-ORDER = ["b3", "b2", "b7", "b1", "b5", "b6", "b8", "b4", "profile", "b3x", "b3a"]
+ORDER = ["b3", "b2", "b2h", "b7", "b1", "b5", "b6", "b8", "b4", "profile", "b3x", "b3a"]
 
 
 class Config:
@@ -512,7 +512,65 @@ def b3x(cfg: Config) -> dict:
     return {"emails": n, "rounds": rounds, "runs": runs, "ratios": ratios}
 
 
+# --- 2h. enqueue cost seen from HTTP ------------------------------------------------------------
+
+
+def b2h(cfg: Config) -> dict:
+    """Benchmark 2 at the HTTP level: one client, POST with the outbox vs the same view without email."""
+    blocks = cfg.n(20, 4)
+    paths = {"without_email": "/bench/noemail-enrollments/", "with_outbox": "/api/enrollments/"}
+    gunicorn = str(common.Path(common.PY).parent / "gunicorn")
+    product = task(OURS, "reset-ours")["product"]
+    latencies: dict[str, list[float]] = {name: [] for name in paths}
+    with Sink("b2h") as sink:
+        port = common.free_port()
+        web = Proc(
+            "b2h-gunicorn",
+            [gunicorn, "backend.wsgi", "-c", "gunicorn.conf.py"],
+            child_env(OURS, sink.port, GUNICORN_BIND=f"127.0.0.1:{port}"),
+        )
+        common.wait_port(port)
+        try:
+            for name, path in paths.items():
+                http_load(port, path, product, 1, 1.0, f"warm-{name}-{time.time()}")
+            for block in range(blocks):
+                for name, path in paths.items():
+                    records = http_count(port, path, product, 50, f"b2h-{name}-{block}-{time.time()}")
+                    latencies[name] += [r["latency"] * 1000 for r in records if r["status"] == 201]
+        finally:
+            web.stop()
+    out = {
+        name: {"requests": len(v), "p50_ms": common.percentile(v, 50), "p90_ms": common.percentile(v, 90)}
+        for name, v in latencies.items()
+    }
+    out["ratio_p50"] = out["with_outbox"]["p50_ms"] / out["without_email"]["p50_ms"]
+    log(
+        f"b2h: one client, p50 without email {out['without_email']['p50_ms']:.2f} ms, "
+        f"with outbox {out['with_outbox']['p50_ms']:.2f} ms -> {out['ratio_p50']:.2f}x"
+    )
+    return out
+
+
+def http_count(port: int, path: str, product: int, count: int, tag: str) -> list[dict]:
+    """One client, `count` sequential POSTs."""
+    import http.client
+    import json
+
+    records = []
+    for n in range(count):
+        body = json.dumps({"product": product, "name": "Ana Souza", "email": f"{tag}.{n}@example.com"})
+        start = time.perf_counter()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=common.HTTP_TIMEOUT)
+        conn.request("POST", path, body, {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        response.read()
+        conn.close()
+        records.append({"status": response.status, "latency": time.perf_counter() - start})
+    return records
+
+
 BENCHMARKS = {
+    "b2h": b2h,
     "b3x": b3x,
     "profile": profile,
     "b5": b5,

@@ -15,6 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from backend.enrollments.models import Enrollment
+from backend.enrollments.selectors import enrollment_list
 from backend.enrollments.serializers import EnrollmentInputSerializer, EnrollmentOutputSerializer
 from backend.enrollments.services import format_brl, normalize_email
 
@@ -34,7 +35,6 @@ def render_confirmation(enrollment: Enrollment) -> tuple[str, str, str]:
 
 class SyncEnrollmentView(APIView):
     permission_classes = [AllowAny]
-    authentication_classes = []
 
     def post(self, request: Request) -> Response:
         serializer = EnrollmentInputSerializer(data=request.data)
@@ -51,4 +51,24 @@ class SyncEnrollmentView(APIView):
         email = EmailMultiAlternatives(subject=subject, body=text, to=[enrollment.email])
         email.attach_alternative(html, "text/html")
         email.send()
+        return Response(EnrollmentOutputSerializer(enrollment).data, status=status.HTTP_201_CREATED)
+
+
+class NoEmailEnrollmentView(APIView):
+    """`POST /api/enrollments/` without any email: the baseline for the HTTP-level enqueue cost."""
+
+    permission_classes = [AllowAny]
+
+    def post(self, request: Request) -> Response:
+        serializer = EnrollmentInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        with transaction.atomic():
+            enrollment = Enrollment.objects.create(
+                product=data["product"],
+                name=data["name"].strip(),
+                email=normalize_email(data["email"]),
+                phone=data.get("phone", "").strip(),
+            )
+        enrollment = enrollment_list().get(pk=enrollment.pk)
         return Response(EnrollmentOutputSerializer(enrollment).data, status=status.HTTP_201_CREATED)
