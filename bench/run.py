@@ -602,9 +602,10 @@ def main() -> None:
     machine = common.machine()
     for name in names:
         if name == "report":
-            from bench import charts
+            from bench import charts, report
 
             charts.main()
+            report.main()
             continue
         if name not in BENCHMARKS:
             parser.error(f"unknown benchmark {name!r}")
