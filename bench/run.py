@@ -480,6 +480,7 @@ def b3x(cfg: Config) -> dict:
         "stock": manage_cmd("outbox_worker", "--once", *cfg.worker_flags),
         "open_once": [common.PY, "-m", "bench.worker_variant", "--open-once"],
         "open_once_async_commit": [common.PY, "-m", "bench.worker_variant", "--open-once", "--async-commit"],
+        "open_once_batch_finish": [common.PY, "-m", "bench.worker_variant", "--open-once", "--batch-finish"],
     }
     runs: dict[str, list[dict]] = {name: [] for name in variants}
     for rnd in range(rounds):
