@@ -13,20 +13,25 @@ from pathlib import Path
 from bench import common
 from bench.common import OURS, Sink, child_env, log, manage_cmd, task
 
-# (label, substring of a frame) in priority order: a sample is counted under the
-# first label whose frame appears in its stack.
-BUCKETS = [
-    ("claim (UPDATE … RETURNING, commit)", "outbox_claim_batch"),
-    ("SMTP connect + EHLO (per message)", "smtplib.py:connect"),
-    ("SMTP connect + EHLO (per message)", " (smtplib.py:"),
-    ("SMTP close/QUIT (per message)", "close (django/core/mail/backends/smtp.py"),
-    ("SMTP MAIL/RCPT/DATA", "sendmail (smtplib.py"),
-    ("build MIME message", "message (django/core/mail/message.py"),
-    ("build MIME message", "build_email"),
-    ("finish: UPDATE + INSERT attempt + commit (per message)", "_finish (outbox_worker/worker.py"),
-    ("logging", "logging/__init__.py"),
-    ("tenacity / retry bookkeeping", "tenacity"),
-    ("Django start-up, imports", "<module>"),
+# A sample goes to the first part whose test matches its stack (frames joined by ";").
+PARTS = [
+    ("start-up and shut-down (imports, checks)", lambda st: "OutboxWorker.run (" not in st),
+    ("claim (UPDATE … RETURNING + COMMIT)", lambda st: "outbox_claim_batch (" in st),
+    ("finish: COMMIT (per message)", lambda st: "OutboxWorker._finish (" in st and ".commit (" in st),
+    ("finish: UPDATE status (per message)", lambda st: "OutboxWorker._finish (" in st and "QuerySet.update (" in st),
+    ("finish: INSERT attempt (per message)", lambda st: "OutboxWorker._finish (" in st and "bulk_create (" in st),
+    ("logging", lambda st: "Logger." in st),
+    ("finish: other", lambda st: "OutboxWorker._finish (" in st),
+    ("SMTP connect + greeting + EHLO (per message)", lambda st: "EmailBackend.open (" in st),
+    ("SMTP QUIT + close (per message)", lambda st: "EmailBackend.close (" in st),
+    ("SMTP MAIL/RCPT/DATA", lambda st: "SMTP.sendmail (" in st),
+    (
+        "build the MIME message",
+        lambda st: any(
+            f in st for f in ("EmailMessage.message (", "as_bytes (", "build_email (", "sanitize_address (")
+        ),
+    ),
+    ("tenacity / retry bookkeeping", lambda st: "tenacity" in st),
 ]
 
 
@@ -49,8 +54,8 @@ def main(count: int = 3000) -> dict:
         stack, _, n = line.rpartition(" ")
         n = int(n)
         all_samples += n
-        for label, needle in BUCKETS:
-            if needle in stack:
+        for label, test in PARTS:
+            if test(stack):
                 totals[label] += n
                 break
         else:

@@ -402,6 +402,13 @@ def task_smtplib_ceiling(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     smtp = smtplib.SMTP("127.0.0.1", args.port, timeout=10)
     for i in range(args.count):
+        if args.build:
+            # The same loop, but each email is built by Django as the worker builds it.
+            email = EmailMultiAlternatives(subject, text, "Cursos <nao-responda@localhost>", [to])
+            email.attach_alternative(html, "text/html")
+            email.extra_headers["Message-ID"] = f"<ceiling.{i}@bench.local>"
+            smtp.sendmail("nao-responda@localhost", [to], email.message().as_bytes(linesep="\r\n"))
+            continue
         smtp.sendmail("nao-responda@localhost", [to], raw.replace(b"<MSGID>", f"<ceiling.{i}@bench.local>".encode()))
     smtp.quit()
     elapsed = time.perf_counter() - start
@@ -429,6 +436,7 @@ def main() -> None:
     p.add_argument("--out", required=True)
     p = sub.add_parser("smtplib-ceiling")
     p.add_argument("count", type=int)
+    p.add_argument("--build", action="store_true", help="build every email with Django (no prebuilt bytes)")
     p.add_argument("--port", type=int, required=True)
     p = sub.add_parser("claim-setup")
     p.add_argument("--using", required=True)
