@@ -607,6 +607,7 @@ def http_count(port: int, path: str, product: int, count: int, tag: str) -> list
 BENCHMARKS = {
     "b2h": b2h,
     "b3x": b3x,
+    "b3a": b3a,
     "profile": profile,
     "b5": b5,
     "b6": b6,
