@@ -25,6 +25,34 @@ def bars(ax, labels: list[str], values: list[float], colors: list[str], fmt: str
         ax.annotate(fmt.format(value), (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom")
 
 
+def experiments(b3x: dict | None, suffix: str) -> None:
+    if not b3x:
+        return
+    import statistics
+
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    names = {
+        "stock": "as shipped",
+        "open_once": "+ one SMTP\nconnection per batch",
+        "open_once_async_commit": "+ synchronous_commit\n= off",
+        "open_once_batch_finish": "+ one finishing\ntransaction per batch",
+        "open_once_batch_finish_quiet": "… and INFO logs off",
+        "post_office": "post-office\n(5 threads)",
+        "smtplib_ceiling_building_each_email": "smtplib loop,\nDjango builds each email",
+        "smtplib_ceiling": "smtplib loop,\nprebuilt bytes",
+    }
+    keys = [k for k in names if k in b3x["runs"]]
+    vals = [statistics.median(r["rate_per_s"] for r in b3x["runs"][k]) for k in keys]
+    colors = [REF_COLOR if k.startswith(("smtplib", "post_office")) else OURS_COLOR for k in keys]
+    bars(ax, [names[k] for k in keys], vals, colors)
+    ax.set_ylabel("emails/s at the sink (median of rounds)")
+    ax.set_title(f"3x. Our worker with the proposed changes applied from outside, {b3x['emails']} emails")
+    plt.setp(ax.get_xticklabels(), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(common.DOCS / f"bench-worker-changes{suffix}.png", dpi=90)
+    plt.close(fig)
+
+
 def throughput(b3: dict | None, b4: dict | None, b5: dict | None, suffix: str) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
     if b3:
@@ -161,6 +189,7 @@ def main() -> None:
     suffix = "-quick" if quick else ""
     common.DOCS.mkdir(exist_ok=True)
     throughput(load("b3", quick), load("b4", quick), load("b5", quick), suffix)
+    experiments(load("b3x", quick), suffix)
     request_path(load("b1", quick), suffix)
     latency(load("b6", quick), suffix)
     memory(load("b8", quick), suffix)

@@ -518,6 +518,10 @@ def b3x(cfg: Config) -> dict:
             with Sink(f"b3x-{name}-{rnd}") as sink:
                 proc = Proc(f"b3x-{name}-{rnd}", argv, child_env(OURS, sink.port))
                 runs[name].append(drain(name, n, sink, [proc], 300))
+        task(REFS, "seed-postoffice", str(n))
+        with Sink(f"b3x-postoffice-{rnd}") as sink:
+            proc = Proc(f"b3x-postoffice-{rnd}", manage_cmd("send_queued_mail"), child_env(REFS, sink.port))
+            runs.setdefault("post_office", []).append(drain("post-office send_queued_mail", n, sink, [proc], 300))
         with Sink(f"b3x-ceiling-{rnd}") as sink:
             argv = [common.PY, "-m", "bench.tasks", "smtplib-ceiling", str(n), "--port", str(sink.port)]
             proc = Proc(f"b3x-ceiling-{rnd}", argv, child_env(OURS, sink.port))
@@ -541,6 +545,23 @@ def b3x(cfg: Config) -> dict:
                 v["rate_per_s"] / c["rate_per_s"] for v, c in zip(runs[name], runs["smtplib_ceiling"], strict=True)
             )
             for name in [*variants, "smtplib_ceiling_building_each_email"]
+        }
+    )
+    ratios.update(
+        {
+            f"{name}_vs_post_office": statistics.median(
+                v["rate_per_s"] / p["rate_per_s"] for v, p in zip(runs[name], runs["post_office"], strict=True)
+            )
+            for name in variants
+        }
+    )
+    ratios.update(
+        {
+            f"{name}_vs_ceiling_building_each_email": statistics.median(
+                v["rate_per_s"] / c["rate_per_s"]
+                for v, c in zip(runs[name], runs["smtplib_ceiling_building_each_email"], strict=True)
+            )
+            for name in variants
         }
     )
     log(f"b3x: median per-round ratios {ratios}")
