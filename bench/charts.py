@@ -64,9 +64,15 @@ def throughput(b3: dict | None, b4: dict | None, b5: dict | None, suffix: str) -
         axes[0].set_ylabel("emails/s at the sink")
     if b4:
         runs = b4["runs"]
-        labels = [k.replace("ours_concurrency_", "ours, --concurrency ").replace("_", "-") for k in runs]
+        labels = [
+            k.replace("experiment_ours_open_once", "ours, one conn.\nper batch (exp.)")
+            .replace("ours_concurrency_", "ours, --concurrency ")
+            .replace("_", "-")
+            for k in runs
+        ]
         vals = [runs[k]["rate_per_s"] for k in runs]
-        bars(axes[1], labels, vals, [OURS_COLOR if k.startswith("ours") else REF_COLOR for k in runs], "{:.1f}")
+        colors = [OURS_COLOR if k.startswith(("ours", "experiment")) else REF_COLOR for k in runs]
+        bars(axes[1], labels, vals, colors, "{:.1f}")
         axes[1].set_title(
             f"4. Slow provider: sink waits {b4['reply_delay_s'] * 1000:.0f} ms per reply\n{b4['emails']} emails"
         )
