@@ -338,7 +338,10 @@ def task_claim_time(args: argparse.Namespace) -> dict:
     from outbox_worker import claim
     from outbox_worker.models import OutboxStatus
 
-    sql = claim._POSTGRES_CLAIM
+    # The statement the worker runs, imported (never copied); found by content if it is renamed.
+    sql = getattr(claim, "_POSTGRES_CLAIM", None) or next(
+        value for value in vars(claim).values() if isinstance(value, str) and "SKIP LOCKED" in value
+    )
     aliases = ["claim_small", "claim_big"]
     times: dict[str, list[float]] = {alias: [] for alias in aliases}
     now = timezone.now()
