@@ -1,0 +1,317 @@
+"""Shared plumbing for the benchmarks: databases, the SMTP sink, child processes, stats."""
+
+import json
+import os
+import platform
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg2
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+RESULTS = BENCH / "results"
+LOGS = BENCH / "logs"
+DOCS = ROOT / "docs"
+PY = sys.executable
+# Client-side limit for one HTTP request in benchmark 1.
+HTTP_TIMEOUT = 30.0
+PG_URL = os.environ.get("BENCH_PG_URL", "postgres://root@127.0.0.1:5432").rstrip("/")
+OURS = "bench.oursite.settings"
+REFS = "bench.refs.settings"
+DATABASES = {
+    OURS: "bench_outbox",
+    REFS: "bench_refs",
+    "claim_small": "bench_claim_small",
+    "claim_big": "bench_claim_big",
+}
+
+# --- PostgreSQL ----------------------------------------------------------------
+
+
+def pg_connect(dbname: str = "postgres"):
+    conn = psycopg2.connect(f"{PG_URL}/{dbname}")
+    conn.autocommit = True
+    return conn
+
+
+def ensure_database(name: str) -> bool:
+    """Create database `name` if missing (only our own bench_* names); return True if created."""
+    assert name.startswith("bench_"), name
+    conn = pg_connect()
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
+            if cursor.fetchone():
+                return False
+            cursor.execute(f'CREATE DATABASE "{name}"')
+            return True
+    finally:
+        conn.close()
+
+
+def pg_version() -> str:
+    conn = pg_connect()
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute("SHOW server_version")
+            return cursor.fetchone()[0]
+    finally:
+        conn.close()
+
+
+# --- child processes -------------------------------------------------------------
+
+
+def child_env(settings: str, smtp_port: int | None = None, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["DJANGO_SETTINGS_MODULE"] = settings
+    env["PYTHONPATH"] = str(ROOT)
+    env["BENCH_OURS_DB_URL"] = f"{PG_URL}/{DATABASES[OURS]}"
+    env["BENCH_REFS_DB_URL"] = f"{PG_URL}/{DATABASES[REFS]}"
+    env.pop("DATABASE_URL", None)
+    env.pop("EMAIL_URL", None)
+    if smtp_port is not None:
+        env["BENCH_SMTP_PORT"] = str(smtp_port)
+    env.update(extra)
+    return env
+
+
+def task(settings: str, *args: str, smtp_port: int | None = None, timeout: float = 900) -> dict:
+    """Run `python -m bench.tasks ...` with `settings`; return its JSON answer."""
+    out = subprocess.run(
+        [PY, "-m", "bench.tasks", *args],
+        cwd=ROOT,
+        env=child_env(settings, smtp_port),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"bench.tasks {' '.join(args)} failed:\n{out.stderr[-4000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def manage_cmd(*args: str) -> list[str]:
+    return [PY, "manage.py", *args]
+
+
+class Proc:
+    """A child process whose output goes to a log file under bench/logs/."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        LOGS.mkdir(exist_ok=True)
+        self.name = name
+        self.log_path = LOGS / f"{name}.log"
+        self.log = open(self.log_path, "w")
+        self.started = time.time()
+        self.popen = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.ended: float | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def wait(self, timeout: float | None = None) -> int:
+        try:
+            code = self.popen.wait(timeout)
+        finally:
+            if self.popen.poll() is not None and self.ended is None:
+                self.ended = time.time()
+                self.log.close()
+        return code
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int | None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        if self.ended is None:
+            self.ended = time.time()
+        self.log.close()
+        return self.popen.returncode
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 20) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+
+# --- the SMTP sink ------------------------------------------------------------------
+
+
+@dataclass
+class Sink:
+    """bench/sink.py in its own process, and a reader for its log."""
+
+    name: str
+    reply_delay: float = 0.0
+    greeting_delay: float = 0.0
+    silent: bool = False
+    impl: str = "fast"  # "fast" (bench/sink.py) or "aiosmtpd" (bench/sink_aiosmtpd.py)
+    port: int = 0
+    accepts: list[tuple[float, str]] = field(default_factory=list)
+    connections: int = 0
+
+    def start(self) -> "Sink":
+        self.port = free_port()
+        self.log_path = LOGS / f"sink-{self.name}.log"
+        LOGS.mkdir(exist_ok=True)
+        self.log_path.write_text("")
+        script = ["-m", "bench.sink_aiosmtpd"] if self.impl == "aiosmtpd" else [str(BENCH / "sink.py")]
+        argv = [PY, *script, "--port", str(self.port), "--log", str(self.log_path)]
+        argv += ["--reply-delay", str(self.reply_delay), "--greeting-delay", str(self.greeting_delay)]
+        if self.silent:
+            argv.append("--silent")
+        self.proc = Proc(f"sinkproc-{self.name}", argv, {**os.environ, "PYTHONPATH": str(ROOT)})
+        self._offset = 0
+        self._partial = ""
+        # The sink logs a connection for every probe; connect once and count it out.
+        wait_port(self.port)
+        time.sleep(0.1)
+        self.poll()
+        self.connections = 0
+        return self
+
+    def poll(self) -> int:
+        with open(self.log_path) as fh:
+            fh.seek(self._offset)
+            chunk = fh.read()
+            self._offset = fh.tell()
+        text = self._partial + chunk
+        lines = text.split("\n")
+        self._partial = lines.pop()
+        for line in lines:
+            parts = line.split(" ")
+            if parts[0] == "A":
+                self.accepts.append((float(parts[1]), parts[3]))
+            elif parts[0] == "C":
+                self.connections += 1
+        return len(self.accepts)
+
+    def wait_for(self, count: int, timeout: float, procs: list[Proc] = ()) -> bool:
+        """Wait until `count` accepts; give up at `timeout` or once every process in `procs` exited."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.poll() >= count:
+                return True
+            if procs and not any(p.alive() for p in procs):
+                time.sleep(0.2)
+                return self.poll() >= count
+            time.sleep(0.05)
+        return False
+
+    def stop(self) -> None:
+        self.proc.stop()
+        self.poll()
+
+    def rate(self, skip: int = 0) -> float:
+        """Messages per second between the first and the last accept (process start-up excluded)."""
+        times = sorted(t for t, _ in self.accepts)[skip:]
+        if len(times) < 2:
+            return 0.0
+        return (len(times) - 1) / (times[-1] - times[0])
+
+    def duplicates(self) -> int:
+        counts = Counter(mid for _, mid in self.accepts)
+        return sum(n - 1 for n in counts.values() if n > 1)
+
+    def __enter__(self) -> "Sink":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# --- features of the worker under test ----------------------------------------------
+
+_HELP: str | None = None
+
+
+def worker_help() -> str:
+    global _HELP
+    if _HELP is None:
+        out = subprocess.run(
+            manage_cmd("outbox_worker", "--help"),
+            cwd=ROOT,
+            env=child_env(OURS, 2525),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        _HELP = out.stdout
+    return _HELP
+
+
+def worker_flag(*candidates: str) -> str | None:
+    """The first of `candidates` that `outbox_worker --help` lists, or None."""
+    text = worker_help()
+    for flag in candidates:
+        if re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", text):
+            return flag
+    return None
+
+
+# --- stats and results ----------------------------------------------------------------
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * p / 100
+    lo = int(k)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def machine() -> dict:
+    def sh(cmd: str) -> str:
+        return subprocess.run(cmd, shell=True, capture_output=True, text=True, check=False).stdout.strip()
+
+    return {
+        "nproc": sh("nproc"),
+        "free_h": sh("free -h"),
+        "lscpu_head": sh("lscpu | head"),
+        "postgres": pg_version(),
+        "python": platform.python_version(),
+        "git": sh(f"git -C {ROOT} rev-parse --short HEAD"),
+    }
+
+
+def save(name: str, data: dict) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    data = {"benchmark": name, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **data}
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path
+
+
+def log(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)

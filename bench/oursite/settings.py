@@ -1,0 +1,23 @@
+"""Our project's real settings, pointed at the benchmark's own database and sink.
+
+Only the urlconf differs: it adds the synchronous-send view that benchmark 1
+compares against (it exists only here, never in the product).
+"""
+
+import os
+
+os.environ.setdefault("SECRET_KEY", "bench-only-not-secret")
+os.environ.setdefault(
+    "DATABASE_URL", os.environ.get("BENCH_OURS_DB_URL", "postgres://root@127.0.0.1:5432/bench_outbox")
+)
+os.environ.setdefault("EMAIL_URL", f"smtp://127.0.0.1:{os.environ.get('BENCH_SMTP_PORT', '2525')}")
+os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1,localhost")
+
+from backend.settings import *  # noqa: F403
+
+ROOT_URLCONF = "bench.oursite.urls"
+
+# Benchmark 7 times the claim query on two extra databases side by side.
+_base = DATABASES["default"]  # noqa: F405
+for _alias, _name in (("claim_small", "bench_claim_small"), ("claim_big", "bench_claim_big")):
+    DATABASES[_alias] = {**_base, "NAME": _name}  # noqa: F405

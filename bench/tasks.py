@@ -1,0 +1,459 @@
+"""Work that needs Django, run as `python -m bench.tasks <task> ...` in a child process.
+
+DJANGO_SETTINGS_MODULE picks ours (bench.oursite.settings) or the references'
+(bench.refs.settings). Each task prints one JSON object on its last line.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+import uuid
+from datetime import timedelta
+from decimal import Decimal
+
+import django
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.oursite.settings")
+django.setup()
+
+from django.db import connection, connections, transaction  # noqa: E402
+from django.utils import timezone  # noqa: E402
+
+from backend.enrollments.models import Enrollment  # noqa: E402
+from backend.enrollments.services import enrollment_create, normalize_email  # noqa: E402
+from backend.products.models import Product  # noqa: E402
+
+OURS_TABLES = ["outbox_worker_deliveryattempt", "outbox_worker_outboxmessage", "enrollments_enrollment"]
+
+
+def bench_product() -> Product:
+    product, _ = Product.objects.get_or_create(
+        slug="bench-curso", defaults={"name": "Curso de Benchmark", "price": Decimal("497.00")}
+    )
+    return product
+
+
+def truncate(tables: list[str], using: str = "default") -> None:
+    with connections[using].cursor() as cursor:
+        cursor.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+
+
+def rendered_confirmation() -> tuple[str, str, str, str]:
+    """The real pt-BR confirmation email (subject, text, html, to) for one bench enrollment."""
+    from bench.oursite.views import render_confirmation
+
+    enrollment = Enrollment(product=bench_product(), name="Ana Souza", email="ana@example.com", pk=1)
+    subject, text, html = render_confirmation(enrollment)
+    return subject, text, html, enrollment.email
+
+
+# --- ours --------------------------------------------------------------------
+
+
+def task_reset_ours(args: argparse.Namespace) -> dict:
+    truncate(OURS_TABLES)
+    return {"product": bench_product().pk}
+
+
+def seed_ours(count: int, tag: str, using: str = "default", status: str = "pending") -> None:
+    """Insert `count` copies of a real confirmation email straight into the outbox table."""
+    from outbox_worker.models import OutboxMessage
+
+    if using == "default":
+        with transaction.atomic():
+            template = enrollment_create(product=bench_product(), name="Ana Souza", email=f"seed-{tag}@example.com")
+        row = OutboxMessage.objects.get(source=template.outbox_source)
+        row_id = row.pk
+    else:
+        subject, text, html, to = rendered_confirmation()
+        row = OutboxMessage.objects.using(using).create(
+            from_email="Cursos <nao-responda@localhost>",
+            to=[to],
+            subject=subject,
+            body_text=text,
+            body_html=html,
+            message_id=f"<template.{tag}@bench.local>",
+            dedup_key=f"template:{tag}",
+        )
+        row_id = row.pk
+    columns = [
+        f.column
+        for f in OutboxMessage._meta.concrete_fields
+        if f.column not in ("id", "message_id", "dedup_key", "status", "available_at")
+    ]
+    cols = ", ".join(f'"{c}"' for c in columns)
+    sql = (
+        f"INSERT INTO {OutboxMessage._meta.db_table} ({cols}, message_id, dedup_key, status, available_at) "
+        f"SELECT {cols}, '<bench.' || %s || '.' || g || '@bench.local>', 'bench:' || %s || ':' || g, %s, now() "
+        f"FROM {OutboxMessage._meta.db_table}, generate_series(1, %s) AS g WHERE id = %s"
+    )
+    with connections[using].cursor() as cursor:
+        cursor.execute(sql, [tag, tag, status, count, row_id])
+        cursor.execute(f"DELETE FROM {OutboxMessage._meta.db_table} WHERE id = %s", [row_id])
+        cursor.execute(f"ANALYZE {OutboxMessage._meta.db_table}")
+
+
+def task_seed_ours(args: argparse.Namespace) -> dict:
+    truncate(OURS_TABLES)
+    seed_ours(args.count, args.tag)
+    return {"seeded": args.count}
+
+
+def task_counts_ours(args: argparse.Namespace) -> dict:
+    from django.db.models import Count
+
+    from outbox_worker.models import OutboxMessage
+
+    rows = OutboxMessage.objects.values("status").annotate(n=Count("id")).order_by()
+    return {row["status"]: row["n"] for row in rows}
+
+
+def task_enqueue_cost(args: argparse.Namespace) -> dict:
+    """Benchmark 2: enrollment create with the outbox write vs without email, interleaved."""
+    product = bench_product()
+    truncate(OURS_TABLES)
+    run = uuid.uuid4().hex[:8]
+    counter = iter(range(10**9))
+
+    def with_outbox() -> None:
+        enrollment_create(product=product, name="Ana Souza", email=f"a{next(counter)}.{run}@example.com")
+
+    def without_email() -> None:
+        # enrollment_create minus enrollment_queue_confirmation: same normalising, one transaction.
+        email = normalize_email(f"b{next(counter)}.{run}@example.com")
+        with transaction.atomic():
+            Enrollment.objects.create(product=product, name="Ana Souza".strip(), email=email, phone="")
+
+    from outbox_worker.services import outbox_enqueue
+
+    subject, text, html, _to = rendered_confirmation()
+
+    def outbox_prerendered() -> None:
+        # Where the extra time goes: the same two inserts with the email already rendered.
+        email = normalize_email(f"c{next(counter)}.{run}@example.com")
+        with transaction.atomic():
+            enrollment = Enrollment.objects.create(product=product, name="Ana Souza", email=email, phone="")
+            outbox_enqueue(
+                to=[email],
+                subject=subject,
+                body_text=text,
+                body_html=html,
+                kind="enrollment_confirmation",
+                source=enrollment.outbox_source,
+                dedup_key=f"enrollment_confirmation:{enrollment.pk}",
+            )
+
+    variants = {"without_email": without_email, "with_outbox": with_outbox, "outbox_prerendered": outbox_prerendered}
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(20):  # warm-up
+        for fn in variants.values():
+            fn()
+    for _round in range(args.rounds):
+        for name, fn in variants.items():
+            for _ in range(args.block):
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+    base = statistics.median(times["without_email"])
+    result = {"n_per_variant": len(times["without_email"])}
+    for name, values in times.items():
+        values.sort()
+        result[name] = {
+            "median_ms": statistics.median(values) * 1000,
+            "p90_ms": values[int(len(values) * 0.9)] * 1000,
+            "mean_ms": statistics.fmean(values) * 1000,
+            "ratio_median": statistics.median(values) / base,
+        }
+    return result
+
+
+def task_enqueue_cost_refs(args: argparse.Namespace) -> dict:
+    """Benchmark 2, references: the same create plus post-office / django-mailer queueing."""
+    import mailer
+    from post_office import mail
+
+    product = bench_product()
+    truncate(["enrollments_enrollment"])
+    truncate(["post_office_email"])
+    truncate(["mailer_message"])
+    run = uuid.uuid4().hex[:8]
+    counter = iter(range(10**9))
+    from bench.oursite.views import render_confirmation
+
+    def create(prefix: str) -> Enrollment:
+        email = normalize_email(f"{prefix}{next(counter)}.{run}@example.com")
+        return Enrollment.objects.create(product=product, name="Ana Souza", email=email, phone="")
+
+    def without_email() -> None:
+        with transaction.atomic():
+            create("b")
+
+    def post_office() -> None:
+        with transaction.atomic():
+            enrollment = create("p")
+            subject, text, html = render_confirmation(enrollment)
+            mail.send([enrollment.email], subject=subject, message=text, html_message=html)
+
+    def django_mailer() -> None:
+        with transaction.atomic():
+            enrollment = create("m")
+            subject, text, html = render_confirmation(enrollment)
+            mailer.send_html_mail(subject, text, html, None, [enrollment.email])
+
+    variants = {"without_email": without_email, "post_office": post_office, "django_mailer": django_mailer}
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(20):
+        for fn in variants.values():
+            fn()
+    for _round in range(args.rounds):
+        for name, fn in variants.items():
+            for _ in range(args.block):
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+    base = statistics.median(times["without_email"])
+    result = {"n_per_variant": len(times["without_email"])}
+    for name, values in times.items():
+        values.sort()
+        result[name] = {
+            "median_ms": statistics.median(values) * 1000,
+            "p90_ms": values[int(len(values) * 0.9)] * 1000,
+            "mean_ms": statistics.fmean(values) * 1000,
+            "ratio_median": statistics.median(values) / base,
+        }
+    return result
+
+
+# --- references ----------------------------------------------------------------
+
+
+def task_seed_postoffice(args: argparse.Namespace) -> dict:
+    from post_office import mail
+
+    truncate(["post_office_email"])
+    subject, text, html, to = rendered_confirmation()
+    for start in range(0, args.count, 1000):
+        n = min(1000, args.count - start)
+        mail.send_many(
+            [{"recipients": [to], "subject": subject, "message": text, "html_message": html} for _ in range(n)]
+        )
+    return {"seeded": args.count}
+
+
+def task_seed_mailer(args: argparse.Namespace) -> dict:
+    from django.core.mail import EmailMultiAlternatives
+    from mailer.models import Message
+
+    truncate(["mailer_message", "mailer_messagelog"])
+    subject, text, html, to = rendered_confirmation()
+    batch = []
+    for _ in range(args.count):
+        email = EmailMultiAlternatives(subject, text, None, [to])
+        email.attach_alternative(html, "text/html")
+        message = Message()
+        message.email = email
+        batch.append(message)
+    Message.objects.bulk_create(batch, batch_size=1000)
+    return {"seeded": args.count}
+
+
+def task_counts_refs(args: argparse.Namespace) -> dict:
+    from mailer.models import Message
+    from post_office.models import Email
+
+    return {"post_office_queued": Email.objects.filter(status=2).count(), "mailer_queued": Message.objects.count()}
+
+
+# --- latency generator ------------------------------------------------------------
+
+
+def task_latency_gen(args: argparse.Namespace) -> dict:
+    """Benchmark 6: enroll at a steady rate; record each email's Message-ID and commit time."""
+    from email.utils import make_msgid
+
+    product = bench_product()
+    run = uuid.uuid4().hex[:8]
+    interval = 1.0 / args.rate
+    total = int(args.rate * args.seconds)
+    records = []
+    if args.kind == "mailer":
+        import mailer
+
+        from bench.oursite.views import render_confirmation
+    start = time.perf_counter() + 0.2
+    late = 0
+    for i in range(total):
+        target = start + i * interval
+        pause = target - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+        else:
+            late += 1
+        email = f"lat{i}.{run}@example.com"
+        if args.kind == "ours":
+            enrollment = enrollment_create(product=product, name="Ana Souza", email=email)
+            committed = time.time()
+            from outbox_worker.models import OutboxMessage
+
+            message_id = OutboxMessage.objects.filter(source=enrollment.outbox_source).values_list(
+                "message_id", flat=True
+            )[0]
+        else:
+            message_id = make_msgid(domain="bench.local")
+            with transaction.atomic():
+                enrollment = Enrollment.objects.create(product=product, name="Ana Souza", email=email)
+                subject, text, html = render_confirmation(enrollment)
+                mailer.send_html_mail(subject, text, html, None, [email], headers={"Message-ID": message_id})
+            committed = time.time()
+        records.append((committed, message_id))
+    with open(args.out, "w") as fh:
+        for committed, message_id in records:
+            fh.write(f"{committed:.6f} {message_id}\n")
+    return {"enrolled": total, "late_starts": late, "seconds": time.perf_counter() - start}
+
+
+# --- claim query ------------------------------------------------------------------
+
+
+def task_claim_setup(args: argparse.Namespace) -> dict:
+    """Benchmark 7: fill one claim database with `finished` sent rows plus `due` pending rows."""
+    from outbox_worker.models import OutboxMessage
+
+    truncate(["outbox_worker_deliveryattempt", "outbox_worker_outboxmessage"], using=args.using)
+    started = time.perf_counter()
+    seed_ours(args.finished, f"{args.using}-sent", using=args.using, status="sent")
+    with connections[args.using].cursor() as cursor:
+        cursor.execute(f"UPDATE {OutboxMessage._meta.db_table} SET sent_at = now()")
+    seed_ours(args.due, f"{args.using}-due", using=args.using, status="pending")
+    with connections[args.using].cursor() as cursor:
+        cursor.execute(f"VACUUM ANALYZE {OutboxMessage._meta.db_table}")
+    return {"using": args.using, "finished": args.finished, "due": args.due, "seconds": time.perf_counter() - started}
+
+
+def task_claim_time(args: argparse.Namespace) -> dict:
+    """Benchmark 7: time the real claim statement on both databases, alternating, rolled back."""
+    from outbox_worker import claim
+    from outbox_worker.models import OutboxStatus
+
+    # The statement the worker runs, imported (never copied); found by content if it is renamed.
+    sql = getattr(claim, "_POSTGRES_CLAIM", None) or next(
+        value for value in vars(claim).values() if isinstance(value, str) and "SKIP LOCKED" in value
+    )
+    aliases = ["claim_small", "claim_big"]
+    times: dict[str, list[float]] = {alias: [] for alias in aliases}
+    now = timezone.now()
+    params = {
+        "sending": OutboxStatus.SENDING,
+        "pending": OutboxStatus.PENDING,
+        "worker": "bench:claim",
+        "now": now,
+        "until": now + timedelta(seconds=120),
+        "limit": args.limit,
+    }
+    explain = {}
+    for rep in range(args.reps + 5):
+        for alias in aliases:
+            with transaction.atomic(using=alias):
+                with connections[alias].cursor() as cursor:
+                    start = time.perf_counter()
+                    cursor.execute(sql, params)
+                    rows = cursor.fetchall()
+                    elapsed = time.perf_counter() - start
+                transaction.set_rollback(True, using=alias)
+            assert len(rows) == args.limit, (alias, len(rows))
+            if rep >= 5:
+                times[alias].append(elapsed)
+    for alias in aliases:
+        with transaction.atomic(using=alias):
+            with connections[alias].cursor() as cursor:
+                cursor.execute("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, TIMING OFF) " + sql, params)
+                explain[alias] = "\n".join(row[0] for row in cursor.fetchall())
+            transaction.set_rollback(True, using=alias)
+    result = {"limit": args.limit, "reps": args.reps, "explain": explain}
+    for alias, values in times.items():
+        values.sort()
+        result[alias] = {
+            "median_ms": statistics.median(values) * 1000,
+            "p90_ms": values[int(len(values) * 0.9)] * 1000,
+        }
+    with connections["claim_big"].cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM outbox_worker_outboxmessage")
+        result["claim_big_rows"] = cursor.fetchone()[0]
+        cursor.execute("SELECT pg_size_pretty(pg_total_relation_size('outbox_worker_outboxmessage'))")
+        result["claim_big_size"] = cursor.fetchone()[0]
+    result["ratio_median"] = result["claim_big"]["median_ms"] / result["claim_small"]["median_ms"]
+    return result
+
+
+# --- the ceiling ----------------------------------------------------------------------
+
+
+def task_smtplib_ceiling(args: argparse.Namespace) -> dict:
+    """Benchmark 3's ceiling: a bare smtplib loop on one connection, the same email bytes."""
+    import smtplib
+
+    from django.core.mail import EmailMultiAlternatives
+
+    subject, text, html, to = rendered_confirmation()
+    email = EmailMultiAlternatives(subject, text, "Cursos <nao-responda@localhost>", [to])
+    email.attach_alternative(html, "text/html")
+    email.extra_headers["Message-ID"] = "<MSGID>"
+    raw = email.message().as_bytes(linesep="\r\n")
+    start = time.perf_counter()
+    smtp = smtplib.SMTP("127.0.0.1", args.port, timeout=10)
+    for i in range(args.count):
+        if args.build:
+            # The same loop, but each email is built by Django as the worker builds it.
+            email = EmailMultiAlternatives(subject, text, "Cursos <nao-responda@localhost>", [to])
+            email.attach_alternative(html, "text/html")
+            email.extra_headers["Message-ID"] = f"<ceiling.{i}@bench.local>"
+            smtp.sendmail("nao-responda@localhost", [to], email.message().as_bytes(linesep="\r\n"))
+            continue
+        smtp.sendmail("nao-responda@localhost", [to], raw.replace(b"<MSGID>", f"<ceiling.{i}@bench.local>".encode()))
+    smtp.quit()
+    elapsed = time.perf_counter() - start
+    return {"sent": args.count, "seconds": elapsed, "rate": args.count / elapsed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="task", required=True)
+    sub.add_parser("reset-ours")
+    for name in ("seed-ours", "seed-postoffice", "seed-mailer"):
+        p = sub.add_parser(name)
+        p.add_argument("count", type=int)
+        p.add_argument("--tag", default=uuid.uuid4().hex[:8])
+    sub.add_parser("counts-ours")
+    sub.add_parser("counts-refs")
+    for name in ("enqueue-cost", "enqueue-cost-refs"):
+        p = sub.add_parser(name)
+        p.add_argument("--rounds", type=int, default=10)
+        p.add_argument("--block", type=int, default=50)
+    p = sub.add_parser("latency-gen")
+    p.add_argument("--kind", choices=["ours", "mailer"], required=True)
+    p.add_argument("--rate", type=float, default=50.0)
+    p.add_argument("--seconds", type=float, default=20.0)
+    p.add_argument("--out", required=True)
+    p = sub.add_parser("smtplib-ceiling")
+    p.add_argument("count", type=int)
+    p.add_argument("--build", action="store_true", help="build every email with Django (no prebuilt bytes)")
+    p.add_argument("--port", type=int, required=True)
+    p = sub.add_parser("claim-setup")
+    p.add_argument("--using", required=True)
+    p.add_argument("--finished", type=int, required=True)
+    p.add_argument("--due", type=int, default=1000)
+    p = sub.add_parser("claim-time")
+    p.add_argument("--reps", type=int, default=200)
+    p.add_argument("--limit", type=int, default=50)
+    args = parser.parse_args()
+    fn = globals()["task_" + args.task.replace("-", "_")]
+    result = fn(args)
+    sys.stdout.write(json.dumps(result) + "\n")
+    connection.close()
+
+
+if __name__ == "__main__":
+    main()
