@@ -58,6 +58,11 @@ class OutboxSettings:
         return int(getattr(settings, "OUTBOX_FINISH_EVERY", 10))
 
     @property
+    def FINISH_WITHIN(self) -> float:
+        """Seconds an outcome may wait in memory before it is written, however few there are."""
+        return float(getattr(settings, "OUTBOX_FINISH_WITHIN", 1.0))
+
+    @property
     def SEND_TRIES(self) -> int:
         """Tries inside one delivery for transient errors (tenacity)."""
         return int(getattr(settings, "OUTBOX_SEND_TRIES", 3))

@@ -217,18 +217,27 @@ class OutboxWorker:
         outcomes: list[Outcome] = []
         backend = self.connection_factory()
         try:
+            oldest_unwritten = 0.0
             for message in messages:
                 if self.stopping:
                     break
+                # Write what we have before the next send once there are enough
+                # outcomes, or once the oldest has waited FINISH_WITHIN seconds:
+                # the re-send window of a crash stays small with a slow provider too.
+                if outcomes and (
+                    len(outcomes) >= self.finish_every
+                    or time.monotonic() - oldest_unwritten >= outbox_settings.FINISH_WITHIN
+                ):
+                    self._write(outcomes)
+                    outcomes = []
                 # Once in hand, a message is never "released": if we die now it
                 # may already be with the provider, so only its lease brings it back.
                 unstarted.discard(message.pk)
                 if self.rate_limiter is not None:
                     self.rate_limiter.acquire()
                 outcomes.append(self._deliver(message, backend))
-                if len(outcomes) >= self.finish_every:
-                    self._write(outcomes)
-                    outcomes = []
+                if len(outcomes) == 1:
+                    oldest_unwritten = time.monotonic()
         finally:
             try:
                 close_quietly(backend)

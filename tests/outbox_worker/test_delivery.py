@@ -225,3 +225,30 @@ def test_shutdown_mid_batch_releases_the_unstarted_rows(make_worker, smtp_server
     assert len(smtp_server.handler.received) == 1
     rows = list(OutboxMessage.objects.order_by("pk").values_list("status", "attempts", "locked_by"))
     assert rows == [(OutboxStatus.SENT, 1, ""), (OutboxStatus.PENDING, 0, ""), (OutboxStatus.PENDING, 0, "")]
+
+
+@pytest.mark.parametrize("finish_within,first_written_before_second_send", [(0, True), (600, False)])
+def test_outcomes_wait_in_memory_at_most_finish_within_seconds(
+    make_worker, smtp_server, smtp_backend_factory, settings, finish_within, first_written_before_second_send
+):
+    settings.OUTBOX_FINISH_WITHIN = finish_within
+    first, second = enqueue_messages(2)
+    seen_at_second_send = []
+
+    def backend_that_looks_at_the_table():
+        backend = smtp_backend_factory()
+        real_send = backend.send_messages
+
+        def send(messages):
+            if messages[0].subject == second.subject:
+                seen_at_second_send.append(OutboxMessage.objects.get(pk=first.pk).status)
+            return real_send(messages)
+
+        backend.send_messages = send
+        return backend
+
+    make_worker(connection_factory=backend_that_looks_at_the_table).run()
+
+    expected = OutboxStatus.SENT if first_written_before_second_send else OutboxStatus.SENDING
+    assert seen_at_second_send == [expected]
+    assert set(OutboxMessage.objects.values_list("status", flat=True)) == {OutboxStatus.SENT}
