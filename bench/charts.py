@@ -1,6 +1,7 @@
 """PNG charts for docs/benchmarks.md from bench/results/*.json (`bench/run report`)."""
 
 import json
+import re
 import sys
 
 import matplotlib
@@ -21,6 +22,7 @@ def load(name: str, quick: bool) -> dict | None:
 
 def bars(ax, labels: list[str], values: list[float], colors: list[str], fmt: str = "{:.0f}") -> None:
     drawn = ax.bar(labels, values, color=colors)
+    ax.margins(y=0.1)
     for bar, value in zip(drawn, values, strict=True):
         ax.annotate(fmt.format(value), (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom")
 
@@ -30,15 +32,16 @@ def experiments(b3x: dict | None, suffix: str) -> None:
         return
     import statistics
 
-    fig, ax = plt.subplots(figsize=(11, 4.5))
+    fig, ax = plt.subplots(figsize=(12, 4.8))
     names = {
         "stock": "as shipped",
-        "open_once": "+ one SMTP\nconnection per batch",
-        "open_once_async_commit": "+ synchronous_commit\n= off",
-        "open_once_batch_finish": "+ one finishing\ntransaction per batch",
-        "open_once_batch_finish_quiet": "… and INFO logs off",
+        "finish_every_1": "outcomes written\none per email",
+        "sync_commit": "synchronous\ncommit",
+        "finish_every_50": "outcomes written\n50 at a time",
+        "quiet": "INFO logs off",
+        "concurrency_4": "--concurrency 4",
         "post_office": "post-office\n(5 threads)",
-        "smtplib_ceiling_building_each_email": "smtplib loop,\nDjango builds each email",
+        "smtplib_ceiling_building_each_email": "smtplib loop,\nDjango builds\neach email",
         "smtplib_ceiling": "smtplib loop,\nprebuilt bytes",
     }
     keys = [k for k in names if k in b3x["runs"]]
@@ -46,17 +49,25 @@ def experiments(b3x: dict | None, suffix: str) -> None:
     colors = [REF_COLOR if k.startswith(("smtplib", "post_office")) else OURS_COLOR for k in keys]
     bars(ax, [names[k] for k in keys], vals, colors)
     ax.set_ylabel("emails/s at the sink (median of rounds)")
-    ax.set_title(f"3x. Our worker with the proposed changes applied from outside, {b3x['emails']} emails")
+    ax.set_title(f"3x. The worker as shipped and with one setting changed, {b3x['emails']} emails, fast local sink")
     plt.setp(ax.get_xticklabels(), fontsize=8)
     fig.tight_layout()
     fig.savefig(common.DOCS / f"bench-worker-changes{suffix}.png", dpi=90)
     plt.close(fig)
 
 
+def b4_label(key: str) -> str:
+    match = re.fullmatch(r"ours_concurrency_(\d+)(?:_batch_(\d+))?", key)
+    if match:
+        threads, batch = match.groups()
+        return f"ours,\n{threads} threads" + (f",\nbatch {batch}" if batch else "")
+    return {"ours": "ours,\nsequential", "post_office": "post-office\n(5 threads)"}.get(key, key)
+
+
 def throughput(b3: dict | None, b4: dict | None, b5: dict | None, suffix: str) -> None:
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5), gridspec_kw={"width_ratios": [1, 1.7, 1]})
     if b3:
-        names = {"ours": "outbox_worker", "post_office": "post-office", "django_mailer": "django-mailer"}
+        names = {"ours": "outbox_\nworker", "post_office": "post-\noffice", "django_mailer": "django-\nmailer"}
         names["smtplib_ceiling"] = "smtplib loop\n(ceiling)"
         vals = [b3["best_rate_per_s"][k] for k in names]
         bars(axes[0], list(names.values()), vals, [OURS_COLOR, REF_COLOR, REF_COLOR, "#bbbbbb"])
@@ -64,17 +75,13 @@ def throughput(b3: dict | None, b4: dict | None, b5: dict | None, suffix: str) -
         axes[0].set_ylabel("emails/s at the sink")
     if b4:
         runs = b4["runs"]
-        labels = [
-            k.replace("experiment_ours_open_once", "ours, one conn.\nper batch (exp.)")
-            .replace("ours_concurrency_", "ours, --concurrency ")
-            .replace("_", "-")
-            for k in runs
-        ]
+        labels = [b4_label(k) for k in runs]
         vals = [runs[k]["rate_per_s"] for k in runs]
-        colors = [OURS_COLOR if k.startswith(("ours", "experiment")) else REF_COLOR for k in runs]
+        colors = [OURS_COLOR if k.startswith("ours") else REF_COLOR for k in runs]
         bars(axes[1], labels, vals, colors, "{:.1f}")
         axes[1].set_title(
-            f"4. Slow provider: sink waits {b4['reply_delay_s'] * 1000:.0f} ms per reply\n{b4['emails']} emails"
+            f"4. Slow provider: sink waits {b4['reply_delay_s'] * 1000:.0f} ms per reply\n"
+            f"{b4['emails']} emails; ours: threads = --concurrency, batch = --batch-size"
         )
         axes[1].set_ylabel("emails/s at the sink")
     if b5:
@@ -128,7 +135,12 @@ def latency(b6: dict | None, suffix: str) -> None:
             continue
         xs = data["latencies_ms"]
         ys = [(i + 1) / len(xs) for i in range(len(xs))]
-        name = label.replace("mailer_runmailer_pg", "django-mailer runmailer_pg")
+        name = {
+            "ours_default": "ours, LISTEN/NOTIFY (default)",
+            "ours_polling_only": "ours, polling only (2 s)",
+            "ours_poll_0.1s": "ours, polling only (0.1 s)",
+            "mailer_runmailer_pg": "django-mailer runmailer_pg",
+        }.get(label, label)
         ax.plot(
             xs,
             ys,

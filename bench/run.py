@@ -14,7 +14,7 @@ from collections import Counter
 from bench import common
 from bench.common import OURS, REFS, Proc, Sink, child_env, log, manage_cmd, save, task
 
-# `all` runs these; b3x (the proposed worker changes) and b3a (aiosmtpd sink) are extras, run by name.
+# `all` runs these; b3x (what each delivery setting buys) and b3a (aiosmtpd sink) are extras, run by name.
 ORDER = ["b3", "b2", "b2h", "b7", "b1", "b5", "b6", "b8", "b4", "profile"]
 
 
@@ -464,6 +464,10 @@ def b4(cfg: Config) -> dict:
     if concurrency:
         for threads in (5, 10, 20):
             variants[f"ours_concurrency_{threads}"] = [concurrency, str(threads)]
+        # Each thread claims a whole batch: with the default 50 the 200 emails make 4 batches, so at
+        # most 4 threads have work. Smaller batches let 10 and 20 threads all send.
+        for threads in (10, 20):
+            variants[f"ours_concurrency_{threads}_batch_10"] = [concurrency, str(threads), "--batch-size", "10"]
     else:
         log("b4: outbox_worker has no --concurrency option yet; measuring it sequential")
     for label, flags in variants.items():
@@ -471,17 +475,11 @@ def b4(cfg: Config) -> dict:
         with Sink(f"b4-{label}", reply_delay=delay) as sink:
             worker = ours_worker(f"b4-{label}", sink, cfg, *flags)
             runs[label] = drain(f"{label} (sink waits {delay * 1000:.0f} ms per reply)", n, sink, [worker], 600)
-    # Experiment (bench/worker_variant.py): the same sequential worker keeping its SMTP connection.
-    task(OURS, "seed-ours", str(n))
-    with Sink("b4-open-once", reply_delay=delay) as sink:
-        argv = [common.PY, "-m", "bench.worker_variant", "--open-once"]
-        proc = Proc("b4-open-once", argv, child_env(OURS, sink.port))
-        runs["experiment_ours_open_once"] = drain("ours, one connection per batch (experiment)", n, sink, [proc], 600)
     task(REFS, "seed-postoffice", str(n))
     with Sink("b4-postoffice", reply_delay=delay) as sink:
         proc = Proc("b4-postoffice", manage_cmd("send_queued_mail"), child_env(REFS, sink.port))
         runs["post_office"] = drain("post-office send_queued_mail (5 threads)", n, sink, [proc], 600)
-    # The target counts only the worker as shipped (with --concurrency once it exists).
+    # The target counts only the worker as shipped (with --concurrency when it has the option).
     best = max(v["rate_per_s"] for k, v in runs.items() if k.startswith("ours"))
     return {
         "emails": n,
@@ -493,38 +491,38 @@ def b4(cfg: Config) -> dict:
     }
 
 
-# --- 3x. what the proposed worker changes would buy -------------------------------------------
+# --- 3x. what each built-in delivery change buys ------------------------------------------------
 
 
 def b3x(cfg: Config) -> dict:
-    """Our worker as shipped vs the same worker with the changes proposed in docs/benchmarks.md."""
+    """The worker as shipped vs the same worker with one of its delivery settings turned back
+    (or another option), post-office and two smtplib ceilings, alternated in the same rounds."""
     import statistics
 
     n = cfg.n(5000, 1000)
     rounds = cfg.n(3, 1)
-    variants = {
-        "stock": manage_cmd("outbox_worker", "--once", *cfg.worker_flags),
-        "open_once": [common.PY, "-m", "bench.worker_variant", "--open-once"],
-        "open_once_async_commit": [common.PY, "-m", "bench.worker_variant", "--open-once", "--async-commit"],
-        "open_once_batch_finish": [common.PY, "-m", "bench.worker_variant", "--open-once", "--batch-finish"],
-        # The same, logging only warnings: what the two INFO lines per message cost.
-        "open_once_batch_finish_quiet": [
-            "env",
-            "LOG_LEVEL=WARNING",
-            common.PY,
-            "-m",
-            "bench.worker_variant",
-            "--open-once",
-            "--batch-finish",
-        ],
+    # (extra outbox_worker flags, extra environment): settings come from backend/settings.py's env vars.
+    variants: dict[str, tuple[list[str], dict[str, str]]] = {
+        "stock": ([], {}),
+        # One finishing transaction per email, as before outcomes were grouped.
+        "finish_every_1": ([], {"OUTBOX_FINISH_EVERY": "1"}),
+        # Commits wait for the WAL flush again.
+        "sync_commit": ([], {"OUTBOX_ASYNC_COMMIT": "false"}),
+        # One finishing transaction per batch of 50.
+        "finish_every_50": ([], {"OUTBOX_FINISH_EVERY": "50"}),
+        # What the one INFO line per email costs.
+        "quiet": ([], {"LOG_LEVEL": "WARNING"}),
+        # Sender threads on a fast server (the GIL shares one core between them).
+        "concurrency_4": (["--concurrency", "4"], {}),
     }
     runs: dict[str, list[dict]] = {name: [] for name in variants}
     for rnd in range(rounds):
         log(f"b3x round {rnd + 1}/{rounds}: {n} emails each")
-        for name, argv in variants.items():
+        for name, (flags, env) in variants.items():
             task(OURS, "seed-ours", str(n))
             with Sink(f"b3x-{name}-{rnd}") as sink:
-                proc = Proc(f"b3x-{name}-{rnd}", argv, child_env(OURS, sink.port))
+                argv = manage_cmd("outbox_worker", "--once", *flags, *cfg.worker_flags)
+                proc = Proc(f"b3x-{name}-{rnd}", argv, child_env(OURS, sink.port, **env))
                 runs[name].append(drain(name, n, sink, [proc], 300))
         task(REFS, "seed-postoffice", str(n))
         with Sink(f"b3x-postoffice-{rnd}") as sink:
@@ -540,40 +538,33 @@ def b3x(cfg: Config) -> dict:
             runs.setdefault("smtplib_ceiling_building_each_email", []).append(
                 drain("smtplib loop building each email with Django", n, sink, [proc], 300)
             )
-    ratios = {
-        f"{name}_vs_stock": statistics.median(
-            v["rate_per_s"] / s["rate_per_s"] for v, s in zip(runs[name], runs["stock"], strict=True)
-        )
-        for name in variants
-        if name != "stock"
-    }
+
+    def median_ratio(name: str, reference: str) -> float:
+        pairs = zip(runs[name], runs[reference], strict=True)
+        return statistics.median(v["rate_per_s"] / r["rate_per_s"] for v, r in pairs)
+
+    ratios = {f"{name}_vs_stock": median_ratio(name, "stock") for name in variants if name != "stock"}
+    ratios.update({f"{name}_vs_post_office": median_ratio(name, "post_office") for name in variants})
     ratios.update(
         {
-            f"{name}_vs_ceiling": statistics.median(
-                v["rate_per_s"] / c["rate_per_s"] for v, c in zip(runs[name], runs["smtplib_ceiling"], strict=True)
-            )
-            for name in [*variants, "smtplib_ceiling_building_each_email"]
+            f"{name}_vs_ceiling": median_ratio(name, "smtplib_ceiling")
+            for name in [*variants, "post_office", "smtplib_ceiling_building_each_email"]
         }
     )
     ratios.update(
         {
-            f"{name}_vs_post_office": statistics.median(
-                v["rate_per_s"] / p["rate_per_s"] for v, p in zip(runs[name], runs["post_office"], strict=True)
-            )
-            for name in variants
-        }
-    )
-    ratios.update(
-        {
-            f"{name}_vs_ceiling_building_each_email": statistics.median(
-                v["rate_per_s"] / c["rate_per_s"]
-                for v, c in zip(runs[name], runs["smtplib_ceiling_building_each_email"], strict=True)
-            )
-            for name in variants
+            f"{name}_vs_ceiling_building_each_email": median_ratio(name, "smtplib_ceiling_building_each_email")
+            for name in [*variants, "post_office"]
         }
     )
     log(f"b3x: median per-round ratios {ratios}")
-    return {"emails": n, "rounds": rounds, "runs": runs, "ratios": ratios}
+    return {
+        "emails": n,
+        "rounds": rounds,
+        "variants": {name: {"flags": flags, "env": env} for name, (flags, env) in variants.items()},
+        "runs": runs,
+        "ratios": ratios,
+    }
 
 
 # --- 2h. enqueue cost seen from HTTP ------------------------------------------------------------

@@ -12,6 +12,12 @@ os.environ.setdefault(
 )
 os.environ.setdefault("EMAIL_URL", f"smtp://127.0.0.1:{os.environ.get('BENCH_SMTP_PORT', '2525')}")
 os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1,localhost")
+# gunicorn is reached over plain HTTP on 127.0.0.1, with no TLS-terminating
+# proxy in front: production's redirect to HTTPS would answer every request 301.
+os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
+# The per-client enrollment throttle (20/min by default) would turn the load of
+# benchmarks 1 and 2h, all from 127.0.0.1, into 429s; it is not what they measure.
+os.environ.setdefault("ENROLLMENT_THROTTLE_RATE", "")
 
 from backend.settings import *  # noqa: F403
 
