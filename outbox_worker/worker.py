@@ -86,6 +86,10 @@ class OutboxWorker:
         connection_factory: Callable[[], BaseEmailBackend] = get_connection,
     ) -> None:
         self.batch_size = batch_size or outbox_settings.BATCH_SIZE
+        # Each sender thread claims its share of a batch: a thread that took a
+        # whole batch would leave the others idle while it works through it
+        # one slow send at a time.
+        self.claim_size = max(1, -(-self.batch_size // concurrency))
         self.poll_interval = outbox_settings.POLL_INTERVAL if poll_interval is None else poll_interval
         self.lease_seconds = lease_seconds or outbox_settings.LEASE_SECONDS
         self.once = once
@@ -207,7 +211,7 @@ class OutboxWorker:
     def process_batch(self) -> int:
         """Claim and deliver one batch; return how many messages were claimed."""
         messages = outbox_claim_batch(
-            worker_id=self.worker_id, limit=self.batch_size, lease_seconds=self.lease_seconds, now=timezone.now()
+            worker_id=self.worker_id, limit=self.claim_size, lease_seconds=self.lease_seconds, now=timezone.now()
         )
         if not messages:
             return 0

@@ -173,11 +173,14 @@ def test_polling_alone_delivers_when_notifications_are_off(smtp_server, tmp_path
 def test_concurrency_sends_over_several_connections_at_once(smtp_server, tmp_path):
     messages = enqueue_messages(200)
     smtp_server.handler.gate = threading.Event()
+    # A batch of 40 shared by 4 threads: 10 each, so all four are busy at once
+    # (a thread claiming all 40 would leave the other three idle).
     worker = start_worker(
-        "--concurrency", "4", "--batch-size", "10", smtp_port=smtp_server.port, log_path=tmp_path / "worker.log"
+        "--concurrency", "4", "--batch-size", "40", smtp_port=smtp_server.port, log_path=tmp_path / "worker.log"
     )
     try:
         smtp_server.handler.wait_at_gate(4)  # four sends in flight from one process
+        assert OutboxMessage.objects.filter(status=OutboxStatus.SENDING).count() == 40
         smtp_server.handler.gate.set()
         smtp_server.handler.wait_for(200)
     finally:
