@@ -180,27 +180,37 @@ class OutboxWorker:
             connection.close()  # this thread's own connection
 
     def _sender_loop(self) -> None:
+        # One email connection per sender, kept open from batch to batch while
+        # there is work, closed when the queue runs dry or after any error.
+        backend = self.connection_factory()
         failures = 0
-        while not self.stopping:
-            _recycle_database_connection()
-            since = self.waker.generation
-            try:
-                claimed = self.process_batch()
-                failures = 0
-            except Exception as exc:  # one bad turn must never stop the queue
-                delay = DATABASE_RETRY_DELAYS[min(failures, len(DATABASE_RETRY_DELAYS) - 1)]
-                failures += 1
-                if isinstance(exc, (DatabaseError, InterfaceError)):
-                    logger.error("outbox.database_error worker=%s retry_in=%.1fs error=%r", self.worker_id, delay, exc)
-                else:
-                    logger.exception("outbox.unexpected_error worker=%s retry_in=%.1fs", self.worker_id, delay)
+        try:
+            while not self.stopping:
                 _recycle_database_connection()
-                self._stopping.wait(delay)
-                continue
-            if claimed == 0:
-                if self.once:
-                    break
-                self.waker.wait(since, self.poll_interval)
+                since = self.waker.generation
+                try:
+                    claimed = self.process_batch(backend)
+                    failures = 0
+                except Exception as exc:  # one bad turn must never stop the queue
+                    close_quietly(backend)
+                    delay = DATABASE_RETRY_DELAYS[min(failures, len(DATABASE_RETRY_DELAYS) - 1)]
+                    failures += 1
+                    if isinstance(exc, (DatabaseError, InterfaceError)):
+                        logger.error(
+                            "outbox.database_error worker=%s retry_in=%.1fs error=%r", self.worker_id, delay, exc
+                        )
+                    else:
+                        logger.exception("outbox.unexpected_error worker=%s retry_in=%.1fs", self.worker_id, delay)
+                    _recycle_database_connection()
+                    self._stopping.wait(delay)
+                    continue
+                if claimed == 0:
+                    close_quietly(backend)
+                    if self.once:
+                        break
+                    self.waker.wait(since, self.poll_interval)
+        finally:
+            close_quietly(backend)
 
     # --- one batch -----------------------------------------------------------
 
@@ -208,8 +218,8 @@ class OutboxWorker:
         with self._stats_lock:
             return list(self._in_hand)
 
-    def process_batch(self) -> int:
-        """Claim and deliver one batch; return how many messages were claimed."""
+    def process_batch(self, backend: BaseEmailBackend) -> int:
+        """Claim and deliver one batch over `backend`; return how many messages were claimed."""
         messages = outbox_claim_batch(
             worker_id=self.worker_id, limit=self.claim_size, lease_seconds=self.lease_seconds, now=timezone.now()
         )
@@ -219,7 +229,6 @@ class OutboxWorker:
         with self._stats_lock:
             self._in_hand.update(unstarted)
         outcomes: list[Outcome] = []
-        backend = self.connection_factory()
         try:
             oldest_unwritten = 0.0
             for message in messages:
@@ -244,7 +253,6 @@ class OutboxWorker:
                     oldest_unwritten = time.monotonic()
         finally:
             try:
-                close_quietly(backend)
                 if outcomes:
                     self._write(outcomes)
                 if unstarted:

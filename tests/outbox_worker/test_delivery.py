@@ -156,8 +156,8 @@ def test_a_refused_connection_is_a_transient_error(settings):
     assert message.delivery_attempts.count() == settings.OUTBOX_SEND_TRIES
 
 
-def test_one_connection_serves_a_whole_batch(make_worker, smtp_server, smtp_backend_factory):
-    opened = []
+def test_one_connection_serves_batch_after_batch_and_is_closed_when_the_queue_is_dry(make_worker, smtp_server):
+    opened, closed = [], []
 
     class CountingBackend(EmailBackend):
         def open(self):
@@ -166,11 +166,17 @@ def test_one_connection_serves_a_whole_batch(make_worker, smtp_server, smtp_back
                 opened.append(self)
             return created
 
-    enqueue_messages(5)
-    make_worker(connection_factory=lambda: CountingBackend(host="127.0.0.1", port=smtp_server.port)).run()
+        def close(self):
+            if self.connection is not None:
+                closed.append(self)
+            super().close()
 
-    assert len(smtp_server.handler.received) == 5
+    enqueue_messages(6)
+    make_worker(batch_size=2, connection_factory=lambda: CountingBackend(host="127.0.0.1", port=smtp_server.port)).run()
+
+    assert len(smtp_server.handler.received) == 6  # three batches
     assert len(opened) == 1
+    assert len(closed) == 1
 
 
 def test_messages_not_yet_due_are_left_alone(make_worker, smtp_server):
