@@ -1,6 +1,7 @@
 """Run the real worker command as a separate process against the test database."""
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,13 @@ def worker_env(*, smtp_port: int, **extra: str) -> dict[str, str]:
 
 # Every worker a test started, so a failing test cannot leave one running.
 STARTED: list[subprocess.Popen] = []
+
+
+def stop_worker(process: subprocess.Popen, timeout: float = 60) -> int:
+    """SIGTERM a worker (if still running) and return its exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    return process.wait(timeout=timeout)
 
 
 def kill_leftover_workers() -> None:

@@ -1,7 +1,6 @@
 """The real `manage.py outbox_worker` command, as separate processes, on PostgreSQL."""
 
 import signal
-import subprocess
 import threading
 from collections import Counter
 from datetime import timedelta
@@ -11,15 +10,9 @@ from django.utils import timezone
 
 from outbox_worker.models import OutboxMessage, OutboxStatus
 from tests.factories import enqueue_messages
-from tests.processes import start_worker
+from tests.processes import start_worker, stop_worker
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
-
-
-def stop(process: subprocess.Popen, timeout: float = 60) -> int:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    return process.wait(timeout=timeout)
 
 
 def test_two_workers_drain_500_messages_each_delivered_exactly_once(smtp_server, tmp_path):
@@ -44,7 +37,7 @@ def test_two_workers_drain_500_messages_each_delivered_exactly_once(smtp_server,
         received = smtp_server.handler.wait_for(500, timeout=120)
     finally:
         smtp_server.handler.gate.set()
-        codes = [stop(w) for w in workers]
+        codes = [stop_worker(w) for w in workers]
 
     assert codes == [0, 0]
     ids = Counter(r.message["Message-ID"] for r in received)
@@ -88,7 +81,7 @@ def test_sigterm_during_a_batch_finishes_the_message_in_hand_and_releases_the_re
         code = worker.wait(timeout=60)
     finally:
         smtp_server.handler.gate.set()
-        stop(worker)
+        stop_worker(worker)
 
     assert code == 0
     assert len(smtp_server.handler.received) == 1

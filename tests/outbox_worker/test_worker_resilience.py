@@ -9,15 +9,9 @@ from django.db import connection, transaction
 
 from outbox_worker.models import OutboxMessage, OutboxStatus
 from tests.factories import enqueue_messages
-from tests.processes import listener_pids, start_worker, wait_until
+from tests.processes import listener_pids, start_worker, stop_worker, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
-
-
-def stop(process, timeout: float = 60) -> int:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    return process.wait(timeout=timeout)
 
 
 def test_four_workers_deliver_2000_messages_exactly_once(smtp_server, tmp_path):
@@ -33,7 +27,7 @@ def test_four_workers_deliver_2000_messages_exactly_once(smtp_server, tmp_path):
         smtp_server.handler.wait_for(2000, timeout=240)
     finally:
         smtp_server.handler.gate.set()
-        codes = [stop(w) for w in workers]
+        codes = [stop_worker(w) for w in workers]
 
     assert codes == [0, 0, 0, 0]
     ids = Counter(smtp_server.handler.message_ids())
@@ -68,7 +62,7 @@ def test_kill_9_mid_batch_every_message_arrives_and_only_an_accepted_one_twice(s
     finally:
         smtp_server.handler.gate.set()
         if survivor is not None:
-            assert stop(survivor) == 0
+            assert stop_worker(survivor) == 0
 
     ids = Counter(smtp_server.handler.message_ids())
     assert set(ids) == {m.message_id for m in messages}
@@ -99,7 +93,7 @@ def test_a_send_slower_than_the_lease_keeps_its_row_and_is_sent_once(smtp_server
         wait_until(lambda: OutboxMessage.objects.get(pk=message.pk).status == OutboxStatus.SENT, what="sent")
     finally:
         smtp_server.handler.gate.set()
-        codes = [stop(slow)] + ([stop(other)] if other else [])
+        codes = [stop_worker(slow)] + ([stop_worker(other)] if other else [])
 
     assert codes == [0, 0]
     assert len(smtp_server.handler.received) == 1
@@ -123,7 +117,7 @@ def test_the_worker_survives_losing_its_database_connections(smtp_server, tmp_pa
         smtp_server.handler.wait_for(20)
         wait_until(lambda: OutboxMessage.objects.filter(status=OutboxStatus.SENT).count() == 20, what="20 sent")
     finally:
-        code = stop(worker)
+        code = stop_worker(worker)
 
     assert code == 0
     assert worker.returncode == 0
@@ -139,7 +133,7 @@ def test_notify_wakes_an_idle_worker_without_waiting_for_the_poll(smtp_server, t
         # With an hour-long poll interval only the notification can explain a delivery.
         smtp_server.handler.wait_for(1)
     finally:
-        assert stop(worker) == 0
+        assert stop_worker(worker) == 0
 
 
 def test_a_listen_connection_killed_by_the_server_is_reopened(smtp_server, tmp_path):
@@ -152,7 +146,7 @@ def test_a_listen_connection_killed_by_the_server_is_reopened(smtp_server, tmp_p
         enqueue_messages(1)
         smtp_server.handler.wait_for(1)
     finally:
-        assert stop(worker) == 0
+        assert stop_worker(worker) == 0
     assert (tmp_path / "worker.log").read_text().count("outbox.listen_connected") == 2
 
 
@@ -167,7 +161,7 @@ def test_polling_alone_delivers_when_notifications_are_off(smtp_server, tmp_path
         enqueue_messages(3)
         smtp_server.handler.wait_for(3)
     finally:
-        assert stop(worker) == 0
+        assert stop_worker(worker) == 0
 
 
 def test_concurrency_sends_over_several_connections_at_once(smtp_server, tmp_path):
@@ -185,7 +179,7 @@ def test_concurrency_sends_over_several_connections_at_once(smtp_server, tmp_pat
         smtp_server.handler.wait_for(200)
     finally:
         smtp_server.handler.gate.set()
-        assert stop(worker) == 0
+        assert stop_worker(worker) == 0
 
     ids = Counter(smtp_server.handler.message_ids())
     assert set(ids) == {m.message_id for m in messages}
