@@ -48,6 +48,7 @@ def run_manage(*args: str, env: dict[str, str], timeout: float = 120) -> subproc
 
 
 def free_port() -> int:
+    """A local TCP port nobody listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]

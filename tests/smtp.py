@@ -10,6 +10,8 @@ from email.message import Message
 
 from aiosmtpd.controller import Controller
 
+from tests.child_django import free_port
+
 
 @dataclass
 class Received:
@@ -99,15 +101,10 @@ class RecordingHandler:
             return list(self.received)
 
 
-def free_port() -> int:
-    """A port nobody listens on right now (aiosmtpd cannot be told port 0)."""
-    with socket.create_server(("127.0.0.1", 0)) as probe:
-        return probe.getsockname()[1]
-
-
 class SMTPServer:
     def __init__(self, handler: RecordingHandler | None = None) -> None:
         self.handler = handler or RecordingHandler()
+        # aiosmtpd cannot be told port 0, so it gets a port that is free right now.
         self.controller = Controller(self.handler, hostname="127.0.0.1", port=free_port())
 
     def start(self) -> "SMTPServer":

@@ -21,6 +21,7 @@ from django.db import connection
 
 from backend.enrollments.services import enrollment_create
 from outbox_worker.models import OutboxMessage, OutboxStatus
+from tests.child_django import free_port
 from tests.factories import make_product
 from tests.staff import PASSWORD, make_operator
 
@@ -73,12 +74,6 @@ def browser_available() -> None:
     _require_browser()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _wait_until_listening(port: int, process: subprocess.Popen, log: Path, timeout: float = 60.0) -> None:
     """Return once `port` accepts connections; fail at once if the process dies first."""
     deadline = time.monotonic() + timeout
@@ -129,7 +124,7 @@ def gunicorn(app_env, tmp_path) -> Iterator[str]:
         check=True,
         timeout=120,
     )
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "gunicorn.log"
     with log.open("w") as output:
         process = subprocess.Popen(
