@@ -74,6 +74,9 @@ def test_schema_and_docs_are_served():
     assert any(p["name"] == "Idempotency-Key" for p in post["parameters"])
     assert docs.status_code == 200
     assert b"swagger" in docs.content.lower()
+    # Swagger UI comes from our own static files, not a CDN.
+    assert b"drf_spectacular_sidecar/swagger-ui-dist/" in docs.content
+    assert b"cdn.jsdelivr.net" not in docs.content
 
 
 def test_an_unexpected_error_is_a_json_500_without_a_traceback(monkeypatch):
