@@ -69,8 +69,6 @@ class NotificationListener(threading.Thread):
         self.waker = waker
         self.stopping = stopping
         self.check_interval = check_interval
-        self.connected = threading.Event()
-        self.connections_opened = 0
         self._stop_read, self._stop_write = os.pipe()
         self._connection: psycopg2.extensions.connection | None = None
 
@@ -88,12 +86,9 @@ class NotificationListener(threading.Thread):
         with conn.cursor() as cursor:
             cursor.execute(f"LISTEN {CHANNEL}")
         self._connection = conn
-        self.connections_opened += 1
         logger.info("outbox.listen_connected channel=%s backend_pid=%s", CHANNEL, conn.get_backend_pid())
-        self.connected.set()
 
     def _disconnect(self) -> None:
-        self.connected.clear()
         if self._connection is not None:
             try:
                 self._connection.close()
@@ -162,7 +157,6 @@ class LeaseKeeper(threading.Thread):
         self.lease_seconds = lease_seconds
         self.stopping = stopping
         self.in_hand = in_hand
-        self.renewals = 0
         self.started_at = timezone.now()
 
     def extend(self) -> int:
@@ -189,7 +183,6 @@ class LeaseKeeper(threading.Thread):
                 next_run = time.monotonic() + interval
                 try:
                     extended = self.extend()
-                    self.renewals += 1
                     if extended:
                         logger.debug("outbox.lease_extended worker=%s rows=%s", self.worker_id, extended)
                 except (DatabaseError, InterfaceError) as exc:

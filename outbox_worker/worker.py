@@ -9,6 +9,7 @@ and, on PostgreSQL, a LISTEN thread that wakes idle senders at commit time.
 """
 
 import logging
+import math
 import os
 import secrets
 import signal
@@ -89,7 +90,7 @@ class OutboxWorker:
         # Each sender thread claims its share of a batch: a thread that took a
         # whole batch would leave the others idle while it works through it
         # one slow send at a time.
-        self.claim_size = max(1, -(-self.batch_size // concurrency))
+        self.claim_size = max(1, math.ceil(self.batch_size / concurrency))
         self.poll_interval = outbox_settings.POLL_INTERVAL if poll_interval is None else poll_interval
         self.lease_seconds = lease_seconds or outbox_settings.LEASE_SECONDS
         self.once = once
@@ -102,8 +103,8 @@ class OutboxWorker:
         self.connection_factory = connection_factory
         self.stats: Counter[str] = Counter()
         self.waker = Waker()
-        self.listener: NotificationListener | None = None
-        self._stats_lock = threading.Lock()
+        # Guards `stats` and `_in_hand`, which every sender thread updates.
+        self._lock = threading.Lock()
         # Rows claimed by this process whose outcome is not yet written.
         self._in_hand: set[int] = set()
         self._stopping = threading.Event()
@@ -148,9 +149,9 @@ class OutboxWorker:
             worker_id=self.worker_id, lease_seconds=self.lease_seconds, stopping=senders_done, in_hand=self._in_hand_ids
         )
         keeper.start()
-        if listen:
-            self.listener = NotificationListener(waker=self.waker, stopping=self._stopping)
-            self.listener.start()
+        listener = NotificationListener(waker=self.waker, stopping=self._stopping) if listen else None
+        if listener is not None:
+            listener.start()
         try:
             if self.concurrency == 1:
                 self._sender_loop()
@@ -165,8 +166,8 @@ class OutboxWorker:
                     thread.join()
         finally:
             self._stopping.set()
-            if self.listener is not None:
-                self.listener.stop()
+            if listener is not None:
+                listener.stop()
             senders_done.set()
             keeper.join()
             connection_created.disconnect(dispatch_uid="outbox_worker_async_commit")
@@ -215,7 +216,7 @@ class OutboxWorker:
     # --- one batch -----------------------------------------------------------
 
     def _in_hand_ids(self) -> list[int]:
-        with self._stats_lock:
+        with self._lock:
             return list(self._in_hand)
 
     def process_batch(self, backend: BaseEmailBackend) -> int:
@@ -226,7 +227,7 @@ class OutboxWorker:
         if not messages:
             return 0
         unstarted = {message.pk for message in messages}
-        with self._stats_lock:
+        with self._lock:
             self._in_hand.update(unstarted)
         outcomes: list[Outcome] = []
         try:
@@ -261,7 +262,7 @@ class OutboxWorker:
             finally:
                 # Written or not, these rows are no longer ours to keep alive:
                 # any whose outcome was lost come back when their lease ends.
-                with self._stats_lock:
+                with self._lock:
                     self._in_hand.difference_update(message.pk for message in messages)
         return len(messages)
 
@@ -306,7 +307,7 @@ class OutboxWorker:
         lost = self._with_database_retry(
             lambda: outbox_finish(outcomes=outcomes, worker_id=self.worker_id, now=timezone.now())
         )
-        with self._stats_lock:
+        with self._lock:
             self.stats.update(_OUTCOME_NAMES[o.status] for o in outcomes)
             if lost:
                 self.stats["lease_lost"] += lost
