@@ -1,5 +1,7 @@
 """The outbox tables: one row per email to send, one row per delivery try."""
 
+from datetime import datetime
+
 from django.db import models
 from django.db.models import Q
 from django.db.models.fields.json import KeyTextTransform
@@ -89,6 +91,10 @@ class OutboxMessage(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.subject} → {', '.join(self.to)}"
+
+    def is_held(self, now: datetime) -> bool:
+        """Whether a worker's lease on this row is live: operators must not touch it."""
+        return self.status == OutboxStatus.SENDING and self.locked_until is not None and self.locked_until > now
 
 
 class AttemptOutcome(models.TextChoices):

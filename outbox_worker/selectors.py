@@ -17,6 +17,7 @@ from django.db.models.functions import Lower, TruncHour
 from django.utils import timezone
 
 from .models import AttemptOutcome, DeliveryAttempt, OutboxMessage, OutboxStatus, WorkerHeartbeat
+from .services import REFUSED_HELD
 
 # Counting stops here: "more than 10 000 sent" is all an operator needs, and
 # counting a million rows on every page load is what makes admins slow.
@@ -268,17 +269,13 @@ class PlannedChange:
     description: str
 
 
-def _lease_is_live(message: OutboxMessage, now: datetime) -> bool:
-    return message.status == OutboxStatus.SENDING and message.locked_until is not None and message.locked_until > now
-
-
 def _plan_resend(message: OutboxMessage, now: datetime) -> PlannedChange:
     if message.status in (OutboxStatus.FAILED, OutboxStatus.CANCELLED):
         return PlannedChange(message, True, "volta para a fila agora, com novas tentativas")
     if message.status == OutboxStatus.SENT:
         return PlannedChange(message, True, "uma cópia nova (novo Message-ID) entra na fila; a original é mantida")
-    if _lease_is_live(message, now):
-        return PlannedChange(message, False, "recusada: um worker está entregando agora")
+    if message.is_held(now):
+        return PlannedChange(message, False, f"recusada: {REFUSED_HELD}")
     return PlannedChange(message, False, "recusada: já está na fila")
 
 
@@ -288,14 +285,14 @@ def _plan_retry_now(message: OutboxMessage, now: datetime) -> PlannedChange:
         return PlannedChange(message, True, f"passa a ser enviada agora (esperava até {waiting_until})")
     if message.status == OutboxStatus.PENDING:
         return PlannedChange(message, False, "recusada: já está pronta para envio")
-    if _lease_is_live(message, now):
-        return PlannedChange(message, False, "recusada: um worker está entregando agora")
+    if message.is_held(now):
+        return PlannedChange(message, False, f"recusada: {REFUSED_HELD}")
     return PlannedChange(message, False, f"recusada: só mensagens pendentes (esta está {message.get_status_display()})")
 
 
 def _plan_cancel(message: OutboxMessage, now: datetime) -> PlannedChange:
-    if _lease_is_live(message, now):
-        return PlannedChange(message, False, "recusada: um worker está entregando agora")
+    if message.is_held(now):
+        return PlannedChange(message, False, f"recusada: {REFUSED_HELD}")
     if message.status in (OutboxStatus.PENDING, OutboxStatus.SENDING):
         return PlannedChange(message, True, "será cancelada e não será enviada")
     return PlannedChange(message, False, f"recusada: não dá para cancelar uma mensagem {message.get_status_display()}")

@@ -13,6 +13,13 @@ from django.utils import timezone
 from .conf import outbox_settings
 from .models import DeliveryAttempt, OutboxMessage, OutboxStatus
 
+# Statuses a message never leaves by itself; only these may be pruned.
+FINISHED_STATUSES = (OutboxStatus.SENT, OutboxStatus.FAILED, OutboxStatus.CANCELLED)
+
+# Why an operator action leaves a row alone (shown as they are in the admin).
+REFUSED_HELD = "um worker está entregando agora"
+REFUSED_CHANGED_MEANWHILE = "alterada por outra pessoa ou processo nesse meio tempo"
+
 
 class OutboxError(Exception):
     """A caller used the outbox wrongly; the message says how."""
@@ -63,22 +70,23 @@ def outbox_enqueue(
         raise OutboxError("an email needs at least one recipient")
     headers = dict(headers or {})
     from_email = from_email or settings.DEFAULT_FROM_EMAIL
+    to, cc, bcc, reply_to = list(to), list(cc), list(bcc), list(reply_to)
     _reject_line_breaks(
         subject=subject,
-        to=list(to),
-        cc=list(cc),
-        bcc=list(bcc),
-        reply_to=list(reply_to),
+        to=to,
+        cc=cc,
+        bcc=bcc,
+        reply_to=reply_to,
         from_email=from_email,
         headers=list(headers) + list(headers.values()),
     )
     now = timezone.now()
     return OutboxMessage.objects.create(
         from_email=from_email,
-        to=list(to),
-        cc=list(cc),
-        bcc=list(bcc),
-        reply_to=list(reply_to),
+        to=to,
+        cc=cc,
+        bcc=bcc,
+        reply_to=reply_to,
         subject=subject,
         body_text=body_text,
         body_html=body_html,
@@ -109,10 +117,6 @@ class ActionReport:
     refused: dict[int, str] = field(default_factory=dict)  # id -> reason
 
 
-def _lease_is_live(message: OutboxMessage, now: datetime) -> bool:
-    return message.status == OutboxStatus.SENDING and message.locked_until is not None and message.locked_until > now
-
-
 def outbox_resend(*, message_ids: Iterable[int]) -> ActionReport:
     """Queue selected messages again; nothing is sent in the caller's request.
 
@@ -134,7 +138,7 @@ def outbox_resend(*, message_ids: Iterable[int]) -> ActionReport:
             if updated:
                 report.changed.append(message.pk)
             else:
-                report.refused[message.pk] = "alterada por outra pessoa ou processo nesse meio tempo"
+                report.refused[message.pk] = REFUSED_CHANGED_MEANWHILE
         elif message.status == OutboxStatus.SENT:
             with transaction.atomic():
                 copy = outbox_enqueue(
@@ -154,8 +158,8 @@ def outbox_resend(*, message_ids: Iterable[int]) -> ActionReport:
                 copy.resent_from = message
                 copy.save(update_fields=["resent_from"])
             report.created[message.pk] = copy.pk
-        elif _lease_is_live(message, now):
-            report.refused[message.pk] = "um worker está entregando agora"
+        elif message.is_held(now):
+            report.refused[message.pk] = REFUSED_HELD
         else:
             report.refused[message.pk] = "já está na fila"
     return report
@@ -167,8 +171,8 @@ def outbox_cancel(*, message_ids: Iterable[int]) -> ActionReport:
     now = timezone.now()
     waiting = Q(status=OutboxStatus.PENDING) | Q(status=OutboxStatus.SENDING, locked_until__lt=now)
     for message in OutboxMessage.objects.filter(pk__in=list(message_ids)).order_by("pk"):
-        if _lease_is_live(message, now):
-            report.refused[message.pk] = "um worker está entregando agora"
+        if message.is_held(now):
+            report.refused[message.pk] = REFUSED_HELD
             continue
         # Guarded: a row a worker claims at this very instant is not cancelled.
         updated = OutboxMessage.objects.filter(waiting, pk=message.pk).update(
@@ -200,11 +204,11 @@ def outbox_retry_now(*, message_ids: Iterable[int]) -> ActionReport:
             if updated:
                 report.changed.append(message.pk)
             else:
-                report.refused[message.pk] = "alterada por outra pessoa ou processo nesse meio tempo"
+                report.refused[message.pk] = REFUSED_CHANGED_MEANWHILE
         elif message.status == OutboxStatus.PENDING:
             report.refused[message.pk] = "já está pronta para envio"
-        elif _lease_is_live(message, now):
-            report.refused[message.pk] = "um worker está entregando agora"
+        elif message.is_held(now):
+            report.refused[message.pk] = REFUSED_HELD
         else:
             status = message.get_status_display()
             report.refused[message.pk] = f"só mensagens pendentes esperam nova tentativa (esta está {status})"
@@ -217,8 +221,7 @@ def outbox_prune(*, before: datetime, statuses: Iterable[str], batch_size: int =
     Deletes in batches of short transactions so a big prune never holds long
     locks or a huge transaction; messages still waiting are never touched.
     """
-    finished = {OutboxStatus.SENT, OutboxStatus.FAILED, OutboxStatus.CANCELLED}
-    statuses = [status for status in statuses if status in finished]
+    statuses = [status for status in statuses if status in FINISHED_STATUSES]
     old = OutboxMessage.objects.filter(status__in=statuses, updated_at__lt=before)
     if dry_run:
         return old.count()

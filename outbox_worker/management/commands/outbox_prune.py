@@ -5,10 +5,9 @@ from datetime import timedelta
 from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 
-from outbox_worker.models import OutboxStatus
-from outbox_worker.services import outbox_prune
+from outbox_worker.services import FINISHED_STATUSES, outbox_prune
 
-FINISHED = [OutboxStatus.SENT, OutboxStatus.FAILED, OutboxStatus.CANCELLED]
+FINISHED = list(FINISHED_STATUSES)
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
