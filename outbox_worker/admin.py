@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import flatten_fieldsets
 from django.contrib.admin.views.main import ChangeList
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -135,26 +136,6 @@ class OutboxMessageAdmin(admin.ModelAdmin):
     show_full_result_count = False
     actions = ["resend_messages", "retry_now", "cancel_messages"]
     inlines = [DeliveryAttemptInline]
-    readonly_fields = [
-        "status_label",
-        "recipients",
-        "subject",
-        "kind",
-        "source_link",
-        "attempts_label",
-        "next_attempt",
-        "created_at",
-        "sent_at",
-        "last_error_box",
-        "copies",
-        "html_preview",
-        "text_preview",
-        "headers_table",
-        "locked_by",
-        "locked_until",
-        "dedup_key",
-        "updated_at",
-    ]
     fieldsets = [
         (
             None,
@@ -178,6 +159,8 @@ class OutboxMessageAdmin(admin.ModelAdmin):
         ("Cabeçalhos", {"fields": ["headers_table"]}),
         ("Entrega (técnico)", {"fields": ["locked_by", "locked_until", "dedup_key", "updated_at"]}),
     ]
+    # Every field shown is read-only: operators change rows only through the actions.
+    readonly_fields = flatten_fieldsets(fieldsets)
 
     # --- read-only: operators change rows only through the actions ----------
 
