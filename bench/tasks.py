@@ -111,6 +111,31 @@ def task_counts_ours(args: argparse.Namespace) -> dict:
     return {row["status"]: row["n"] for row in rows}
 
 
+def _time_interleaved(variants: dict, args: argparse.Namespace) -> dict:
+    """Time each variant in interleaved blocks; report percentiles and the ratio to "without_email"."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(20):  # warm-up
+        for fn in variants.values():
+            fn()
+    for _round in range(args.rounds):
+        for name, fn in variants.items():
+            for _ in range(args.block):
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+    base = statistics.median(times["without_email"])
+    result = {"n_per_variant": len(times["without_email"])}
+    for name, values in times.items():
+        values.sort()
+        result[name] = {
+            "median_ms": statistics.median(values) * 1000,
+            "p90_ms": values[int(len(values) * 0.9)] * 1000,
+            "mean_ms": statistics.fmean(values) * 1000,
+            "ratio_median": statistics.median(values) / base,
+        }
+    return result
+
+
 def task_enqueue_cost(args: argparse.Namespace) -> dict:
     """Benchmark 2: enrollment create with the outbox write vs without email, interleaved."""
     product = bench_product()
@@ -147,27 +172,7 @@ def task_enqueue_cost(args: argparse.Namespace) -> dict:
             )
 
     variants = {"without_email": without_email, "with_outbox": with_outbox, "outbox_prerendered": outbox_prerendered}
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(20):  # warm-up
-        for fn in variants.values():
-            fn()
-    for _round in range(args.rounds):
-        for name, fn in variants.items():
-            for _ in range(args.block):
-                start = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - start)
-    base = statistics.median(times["without_email"])
-    result = {"n_per_variant": len(times["without_email"])}
-    for name, values in times.items():
-        values.sort()
-        result[name] = {
-            "median_ms": statistics.median(values) * 1000,
-            "p90_ms": values[int(len(values) * 0.9)] * 1000,
-            "mean_ms": statistics.fmean(values) * 1000,
-            "ratio_median": statistics.median(values) / base,
-        }
-    return result
+    return _time_interleaved(variants, args)
 
 
 def task_enqueue_cost_refs(args: argparse.Namespace) -> dict:
@@ -204,27 +209,7 @@ def task_enqueue_cost_refs(args: argparse.Namespace) -> dict:
             mailer.send_html_mail(subject, text, html, None, [enrollment.email])
 
     variants = {"without_email": without_email, "post_office": post_office, "django_mailer": django_mailer}
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(20):
-        for fn in variants.values():
-            fn()
-    for _round in range(args.rounds):
-        for name, fn in variants.items():
-            for _ in range(args.block):
-                start = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - start)
-    base = statistics.median(times["without_email"])
-    result = {"n_per_variant": len(times["without_email"])}
-    for name, values in times.items():
-        values.sort()
-        result[name] = {
-            "median_ms": statistics.median(values) * 1000,
-            "p90_ms": values[int(len(values) * 0.9)] * 1000,
-            "mean_ms": statistics.fmean(values) * 1000,
-            "ratio_median": statistics.median(values) / base,
-        }
-    return result
+    return _time_interleaved(variants, args)
 
 
 # --- references ----------------------------------------------------------------

@@ -33,20 +33,26 @@ def render_confirmation(enrollment: Enrollment) -> tuple[str, str, str]:
     return subject, text, html
 
 
+def _create_enrollment_without_email(request: Request) -> Enrollment:
+    """The product's input checks and enrollment row, with no email queued."""
+    serializer = EnrollmentInputSerializer(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    data = serializer.validated_data
+    with transaction.atomic():
+        enrollment = Enrollment.objects.create(
+            product=data["product"],
+            name=data["name"].strip(),
+            email=normalize_email(data["email"]),
+            phone=data.get("phone", "").strip(),
+        )
+    return enrollment
+
+
 class SyncEnrollmentView(APIView):
     permission_classes = [AllowAny]
 
     def post(self, request: Request) -> Response:
-        serializer = EnrollmentInputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
-        with transaction.atomic():
-            enrollment = Enrollment.objects.create(
-                product=data["product"],
-                name=data["name"].strip(),
-                email=normalize_email(data["email"]),
-                phone=data.get("phone", "").strip(),
-            )
+        enrollment = _create_enrollment_without_email(request)
         subject, text, html = render_confirmation(enrollment)
         email = EmailMultiAlternatives(subject=subject, body=text, to=[enrollment.email])
         email.attach_alternative(html, "text/html")
@@ -60,15 +66,6 @@ class NoEmailEnrollmentView(APIView):
     permission_classes = [AllowAny]
 
     def post(self, request: Request) -> Response:
-        serializer = EnrollmentInputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
-        with transaction.atomic():
-            enrollment = Enrollment.objects.create(
-                product=data["product"],
-                name=data["name"].strip(),
-                email=normalize_email(data["email"]),
-                phone=data.get("phone", "").strip(),
-            )
+        enrollment = _create_enrollment_without_email(request)
         enrollment = enrollment_list().get(pk=enrollment.pk)
         return Response(EnrollmentOutputSerializer(enrollment).data, status=status.HTTP_201_CREATED)
