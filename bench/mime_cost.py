@@ -14,7 +14,7 @@ import statistics
 import time
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.settings")
-import django  # noqa: E402
+import django
 
 django.setup()
 
@@ -25,7 +25,7 @@ from outbox_worker.models import OutboxMessage  # noqa: E402
 
 N = 2000
 ROUNDS = 5
-TEXT = "Olá, Ana Lúcia!\n\nSua matrícula no curso \"Excel & Power BI d'Ana\" está confirmada.\n" * 4
+TEXT = 'Olá, Ana Lúcia!\n\nSua matrícula no curso "Excel & Power BI d\'Ana" está confirmada.\n' * 4
 
 
 def row() -> OutboxMessage:

@@ -4,6 +4,14 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
 from backend.products.selectors import product_list_active
+from outbox_worker.mime import (
+    CONTROL_CHARACTER,
+    DOMAIN_NOT_IDNA,
+    LINE_SEPARATOR,
+    HeaderTextError,
+    header_text_problem,
+    normalize_address,
+)
 
 from .models import Enrollment
 from .services import normalize_email
@@ -12,14 +20,26 @@ from .services import normalize_email
 MAX_ID = 2**63 - 1
 
 
-def reject_control_characters(value: str) -> None:
-    """Refuse line breaks, other control characters and lone surrogates.
+HEADER_TEXT_MESSAGES = {
+    CONTROL_CHARACTER: "Não use quebras de linha, tabulações nem outros caracteres de controle.",
+    LINE_SEPARATOR: "Não use separadores de linha ou de parágrafo (U+2028, U+2029).",
+}
+SURROGATE_MESSAGE = "O texto contém um caractere inválido (surrogate isolado)."
+DOMAIN_MESSAGE = "O domínio deste email não é válido (não tem forma IDNA)."
 
-    A CR/LF in a name could otherwise start a new header in an email (header
-    injection), and a lone surrogate cannot be stored or encoded at all.
+
+def reject_header_breaking_text(value: str) -> None:
+    """Refuse what the outbox refuses in any header, and lone surrogates.
+
+    The rule is the outbox's own (outbox_worker.mime): a control character or a
+    line separator could end an email's header block or start a new header; a
+    lone surrogate cannot be stored or encoded at all.
     """
-    if any(unicodedata.category(char) in ("Cc", "Cs") for char in value):
-        raise DjangoValidationError("Não use quebras de linha nem caracteres de controle.")
+    problem = header_text_problem(value)
+    if problem is not None:
+        raise DjangoValidationError(HEADER_TEXT_MESSAGES[problem])
+    if any(unicodedata.category(char) == "Cs" for char in value):
+        raise DjangoValidationError(SURROGATE_MESSAGE)
 
 
 class EnrollmentInputSerializer(serializers.Serializer):
@@ -34,7 +54,7 @@ class EnrollmentInputSerializer(serializers.Serializer):
         },
     )
     name = serializers.CharField(
-        max_length=200, trim_whitespace=True, validators=[reject_control_characters], help_text="Nome do aluno."
+        max_length=200, trim_whitespace=True, validators=[reject_header_breaking_text], help_text="Nome do aluno."
     )
     email = serializers.EmailField(
         max_length=254, help_text="Email do aluno; maiúsculas e espaços nas pontas são ignorados."
@@ -50,7 +70,14 @@ class EnrollmentInputSerializer(serializers.Serializer):
     )
 
     def validate_email(self, value: str) -> str:
-        return normalize_email(value)
+        """Return the address as it will be stored and sent: lower case, its domain in ASCII (IDNA)."""
+        reject_header_breaking_text(value)
+        try:
+            return normalize_address(normalize_email(value))
+        except HeaderTextError as exc:
+            if exc.reason == DOMAIN_NOT_IDNA:
+                raise serializers.ValidationError(DOMAIN_MESSAGE) from None
+            raise serializers.ValidationError("Insira um endereço de email válido.") from None
 
 
 class EnrollmentOutputSerializer(serializers.ModelSerializer):

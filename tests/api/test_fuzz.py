@@ -14,7 +14,6 @@ from collections import Counter
 
 import pytest
 import schemathesis
-from django.contrib.auth.models import User
 from django.core.signals import request_finished, request_started
 from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections
@@ -32,6 +31,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.factories import make_product
+from tests.staff import make_staff
 
 pytestmark = pytest.mark.django_db
 
@@ -72,8 +72,7 @@ def wsgi_app():
 
 @pytest.fixture
 def staff_token() -> str:
-    staff = User.objects.create_user("equipe", password="x", is_staff=True)
-    return Token.objects.create(user=staff).key
+    return Token.objects.create(user=make_staff("equipe", "enrollments.view_enrollment")).key
 
 
 STATUSES: Counter[int] = Counter()

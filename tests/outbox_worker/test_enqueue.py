@@ -100,7 +100,7 @@ def test_unicode_everywhere_that_has_an_ascii_form_is_accepted(settings):
         message = outbox_enqueue(
             to=["joão@exámple.com"],
             cc=["Zoë d'Ávila <zoe@例え.jp>"],
-            subject="Matrícula: Excel & Power BI d'Ana <avançado> \"2026\"",
+            subject='Matrícula: Excel & Power BI d\'Ana <avançado> "2026"',
             body_text="Corpo",
             headers={"X-Curso": "Ação & reação"},
         )
