@@ -17,6 +17,8 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter as LibraryJsonFormatter
 
+from outbox_worker.logevents import mask_addresses
+
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 
 # Written last, from the record itself: no field of an event may replace them.
@@ -29,6 +31,24 @@ class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "request_id"):
             record.request_id = request_id_var.get()
+        return True
+
+
+class MaskAddressesFilter(logging.Filter):
+    """Mask email addresses in every line, whoever logged it (`a***@example.com`).
+
+    log_event() masks its own values; this catches the rest: an exception's
+    text (SMTPRecipientsRefused names every refused student), a third-party
+    logger, a line not yet converted to log_event. The admin keeps them in full.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = mask_addresses(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = mask_addresses(logging.Formatter().formatException(record.exc_info))
         return True
 
 
@@ -64,6 +84,9 @@ class JsonFormatter(LibraryJsonFormatter):
         ordered.update(log_data)
         log_data.clear()
         log_data.update(ordered)
+
+    def formatException(self, ei) -> str:
+        return mask_addresses(super().formatException(ei))
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")

@@ -280,13 +280,17 @@ LOGGING = {
         "line": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
         "json": {"()": "backend.logs.JsonFormatter"},
     },
-    "filters": {"request_id": {"()": "backend.logs.RequestIdFilter"}},
+    "filters": {
+        "request_id": {"()": "backend.logs.RequestIdFilter"},
+        # Student addresses never reach a log line in full (the admin shows them).
+        "mask_addresses": {"()": "backend.logs.MaskAddressesFilter"},
+    },
     "handlers": {
         "null": {"class": "logging.NullHandler"},
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "json" if LOG_FORMAT == "json" else "line",
-            "filters": ["request_id"],
+            "filters": ["request_id", "mask_addresses"],
         },
     },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},

@@ -3,11 +3,12 @@
 import io
 import json
 import logging
+import smtplib
 
 import pytest
 from rest_framework.test import APIClient
 
-from backend.logs import JsonFormatter, RequestIdFilter, request_id_var
+from backend.logs import JsonFormatter, MaskAddressesFilter, RequestIdFilter, request_id_var
 from outbox_worker.logevents import log_event
 from tests.factories import make_product
 
@@ -122,3 +123,25 @@ def test_the_enrollment_log_line_names_the_request_and_the_queued_message():
     assert entry["request_id"] == "pedido-123"
     assert isinstance(entry["message_id"], int)
     assert entry["id"] == response.json()["id"]
+
+
+def test_addresses_are_masked_in_lines_not_written_by_log_event_and_in_tracebacks():
+    for formatter in (JsonFormatter(), logging.Formatter("%(message)s")):
+        stream = io.StringIO()
+        handler = logging.StreamHandler(stream)
+        handler.addFilter(RequestIdFilter())
+        handler.addFilter(MaskAddressesFilter())
+        handler.setFormatter(formatter)
+        logger = logging.getLogger("tests.third_party")
+        logger.addHandler(handler)
+        try:
+            try:
+                raise smtplib.SMTPRecipientsRefused({"carla.souza@exemplo.com.br": (550, b"unknown")})
+            except smtplib.SMTPRecipientsRefused as exc:
+                logger.error("send failed: %s to %s", exc, "bia@example.com", exc_info=True)
+        finally:
+            logger.removeHandler(handler)
+
+        written = stream.getvalue()
+        assert "carla.souza@" not in written and "bia@" not in written
+        assert "c***@exemplo.com.br" in written and "b***@example.com" in written
