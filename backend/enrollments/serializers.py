@@ -1,9 +1,12 @@
+import logging
 import unicodedata
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
+from backend.products.models import Product
 from backend.products.selectors import product_list_active
+from outbox_worker.logevents import log_event
 from outbox_worker.mime import (
     CONTROL_CHARACTER,
     DOMAIN_NOT_IDNA,
@@ -26,6 +29,9 @@ HEADER_TEXT_MESSAGES = {
 }
 SURROGATE_MESSAGE = "O texto contém um caractere inválido (surrogate isolado)."
 DOMAIN_MESSAGE = "O domínio deste email não é válido (não tem forma IDNA)."
+PRODUCT_NAME_MESSAGE = "Este produto está com o cadastro incompleto e não aceita matrículas agora; avise a equipe."
+
+logger = logging.getLogger("backend.enrollments")
 
 
 def reject_header_breaking_text(value: str) -> None:
@@ -68,6 +74,16 @@ class EnrollmentInputSerializer(serializers.Serializer):
         help_text="Telefone opcional: dígitos, espaços, parênteses, + e -.",
         error_messages={"invalid": "Telefone inválido: use só dígitos, espaços, parênteses, + e -."},
     )
+
+    def validate_product(self, value: Product) -> Product:
+        # The product's name goes into the confirmation's subject. One typed with
+        # a control character (admin, shell, import) would make the outbox refuse
+        # every confirmation: say so here, as a 400, instead of failing with a 500.
+        # (Whitespace of any kind is folded to single spaces on the way, as the service does.)
+        if header_text_problem(" ".join(value.name.split())) is not None:
+            log_event(logger, logging.ERROR, "enrollments.product_name_unusable", product=value.pk)
+            raise serializers.ValidationError(PRODUCT_NAME_MESSAGE)
+        return value
 
     def validate_email(self, value: str) -> str:
         """Return the address as it will be stored and sent: lower case, its domain in ASCII (IDNA)."""

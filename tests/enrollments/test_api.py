@@ -307,3 +307,25 @@ def test_names_with_format_characters_and_punctuation_are_kept_as_typed(name):
 
     assert response.status_code == 201
     assert Enrollment.objects.get().name == name
+
+
+def test_a_product_named_with_a_control_character_is_a_400_not_a_500():
+    # Typed in the admin or a shell: the name would break every confirmation's subject.
+    product = make_product(name="Curso\x01 de Python")
+
+    response = enroll(product=product.pk, name="Ana", email="ana@example.com")
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "product": ["Este produto está com o cadastro incompleto e não aceita matrículas agora; avise a equipe."]
+    }
+    assert not Enrollment.objects.exists()
+
+
+def test_a_product_name_with_tabs_or_line_breaks_still_enrolls_as_one_line():
+    product = make_product(name="Curso\tde\u2028Python\x0b2026")
+
+    response = enroll(product=product.pk, name="Ana", email="ana@example.com")
+
+    assert response.status_code == 201
+    assert OutboxMessage.objects.get().subject == "Matrícula confirmada: Curso de Python 2026"
