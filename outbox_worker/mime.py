@@ -12,7 +12,7 @@ refuses a message whose headers did not survive the round trip.
 
 import re
 from email import policy
-from email.header import decode_header, make_header
+from email.header import Header, decode_header, make_header
 from email.message import Message
 from email.parser import BytesHeaderParser
 
@@ -144,6 +144,11 @@ def build_email(message: OutboxMessage, connection: BaseEmailBackend | None = No
         # SMTP backend sanitises them at send anyway, and outbox_enqueue already
         # ran the same check (check_mailbox) on every address.
         built = email.message()
+        if "=?" in message.subject and message.subject.isascii():
+            # Django leaves an ASCII subject as it is, and a mail reader would then
+            # decode text typed as "=?utf-8?b?...?=" into something else. Encode the
+            # whole subject instead: it reads exactly as typed.
+            built.replace_header("Subject", Header(message.subject, "utf-8").encode())
         # Exactly the bytes Django's SMTP backend writes after DATA.
         raw = built.as_bytes(linesep="\r\n")
     except Exception as exc:  # whatever Django refuses to build gets the same verdict

@@ -4,6 +4,8 @@ The rows here bypass outbox_enqueue (as a row written before its checks, or
 by a raw INSERT, would): this is the last line of defence, not the first.
 """
 
+from email import message_from_bytes, policy
+
 import pytest
 from django.utils import timezone
 
@@ -64,6 +66,13 @@ def test_a_well_formed_row_builds_and_sends_the_bytes_that_were_checked(changes)
     # The send serialises the same way; it gets the verified bytes, not a fresh copy.
     assert mime.as_bytes(linesep="\r\n") is mime.as_bytes(linesep="\r\n")
     assert mime["Message-ID"] == ROW["message_id"]
+
+
+@pytest.mark.parametrize("subject", ["=?utf-8?b?SGk=?=", "Oferta =?utf-8?q?Bcc:_x?= ok", "a =? b ?= c"])
+def test_an_ascii_subject_that_looks_like_an_encoded_word_reads_as_typed(subject):
+    raw = build_email(row(subject=subject)).message().as_bytes(linesep="\r\n")
+
+    assert message_from_bytes(raw, policy=policy.default)["Subject"] == subject
 
 
 def test_the_header_rule_names_what_it_refuses():
