@@ -6,7 +6,7 @@ Compares, on one CPU and the real confirmation templates' size of message:
 - Django alone: EmailMultiAlternatives.message().as_bytes() — what a send always does;
 - build_email(): the same, plus parsing the header block back and comparing it (bytes reused by the send);
 - the enqueue-time check: header-text rules plus build_email(), as outbox_enqueue runs it.
-Prints microseconds per email (median of 5 rounds of N emails).
+Prints microseconds per email (median of 5 interleaved rounds of N emails each).
 """
 
 import os
@@ -68,21 +68,26 @@ def enqueue_check(message: OutboxMessage) -> None:
     build_email(message)
 
 
-def per_email_us(fn) -> float:
+def per_email_us(functions: dict) -> dict[str, float]:
+    """Median µs per email for each function; rounds interleaved so machine load hits all alike."""
     message = row()
-    rounds = []
+    rounds: dict[str, list[float]] = {name: [] for name in functions}
     for _ in range(ROUNDS):
-        start = time.perf_counter()
-        for _ in range(N):
-            fn(message)
-        rounds.append((time.perf_counter() - start) / N * 1e6)
-    return statistics.median(rounds)
+        for name, fn in functions.items():
+            start = time.perf_counter()
+            for _ in range(N):
+                fn(message)
+            rounds[name].append((time.perf_counter() - start) / N * 1e6)
+    return {name: statistics.median(values) for name, values in rounds.items()}
 
 
 if __name__ == "__main__":
-    for name, fn in [
-        ("django build+serialise (a send, before)", django_only),
-        ("build_email + verify + serialise (a send, now)", verified),
-        ("outbox_enqueue's checks incl. build_email", enqueue_check),
-    ]:
-        print(f"{name:50s} {per_email_us(fn):8.1f} µs/email")
+    results = per_email_us(
+        {
+            "django build+serialise (a send, before)": django_only,
+            "build_email + verify + serialise (a send, now)": verified,
+            "outbox_enqueue's checks incl. build_email": enqueue_check,
+        }
+    )
+    for name, microseconds in results.items():
+        print(f"{name:50s} {microseconds:8.1f} µs/email")
