@@ -29,6 +29,9 @@ HEADER_TEXT_MESSAGES = {
 }
 SURROGATE_MESSAGE = "O texto contém um caractere inválido (surrogate isolado)."
 DOMAIN_MESSAGE = "O domínio deste email não é válido (não tem forma IDNA)."
+# RFC 5321's limit for a path, and the model's column: checked after IDNA encoding.
+MAX_EMAIL_LENGTH = 254
+LONG_DOMAIN_MESSAGE = f"Email longo demais depois de convertido o domínio para ASCII (máximo {MAX_EMAIL_LENGTH})."
 PRODUCT_NAME_MESSAGE = "Este produto está com o cadastro incompleto e não aceita matrículas agora; avise a equipe."
 
 logger = logging.getLogger("backend.enrollments")
@@ -89,11 +92,15 @@ class EnrollmentInputSerializer(serializers.Serializer):
         """Return the address as it will be stored and sent: lower case, its domain in ASCII (IDNA)."""
         reject_header_breaking_text(value)
         try:
-            return normalize_address(normalize_email(value))
+            address = normalize_address(normalize_email(value))
         except HeaderTextError as exc:
             if exc.reason == DOMAIN_NOT_IDNA:
                 raise serializers.ValidationError(DOMAIN_MESSAGE) from None
             raise serializers.ValidationError("Insira um endereço de email válido.") from None
+        if len(address) > MAX_EMAIL_LENGTH:
+            # The ASCII form of a Unicode domain is longer than what was typed.
+            raise serializers.ValidationError(LONG_DOMAIN_MESSAGE)
+        return address
 
 
 class EnrollmentOutputSerializer(serializers.ModelSerializer):

@@ -329,3 +329,13 @@ def test_a_product_name_with_tabs_or_line_breaks_still_enrolls_as_one_line():
 
     assert response.status_code == 201
     assert OutboxMessage.objects.get().subject == "Matrícula confirmada: Curso de Python 2026"
+
+
+def test_an_email_whose_ascii_domain_outgrows_254_characters_is_a_400():
+    # 195 characters as typed, 285 once the domain is in its IDNA form: the column holds 254.
+    domain = ".".join(["ãçéíõúâêô" * 2] * 10) + ".com"
+
+    response = enroll(product=make_product().pk, name="Ana", email=f"a@{domain}")
+
+    assert response.status_code == 400
+    assert response.json() == {"email": ["Email longo demais depois de convertido o domínio para ASCII (máximo 254)."]}
