@@ -277,7 +277,7 @@ def tracker() -> Iterator[str]:
 
 
 def test_the_preview_loads_nothing_remote_and_the_site_pages_keep_to_the_csp(
-    browser_available, gunicorn, tracker, monkeypatch
+    browser_available, gunicorn, tracker, monkeypatch, tmp_path
 ):
     from playwright.sync_api import expect, sync_playwright
 
@@ -313,6 +313,7 @@ def test_the_preview_loads_nothing_remote_and_the_site_pages_keep_to_the_csp(
         while time.monotonic() < deadline and not any("pixel.gif" in v for v in violations):
             page.wait_for_timeout(50)
         page_violations = list(violations)
+        page.locator(".field-html_preview").screenshot(path=tmp_path / "preview-remote-blocked.png")
 
         # The site's own pages: the API docs (Swagger UI from our static files), the index, the favicon.
         violations.clear()
