@@ -10,6 +10,7 @@ by LocaleMiddleware).
 """
 
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,7 +31,7 @@ MESSAGES: Mapping[str, Mapping[str, str]] = {
         "encoding": "O corpo não é UTF-8 válido (byte {position}).",
         "bom": "O corpo começa com um BOM (U+FEFF); envie JSON em UTF-8 sem BOM.",
         "depth": f"JSON aninhado demais (máximo de {MAX_DEPTH} níveis).",
-        "number": f"Número com dígitos demais (máximo de {MAX_NUMBER_DIGITS}).",
+        "number": f"Número com dígitos demais ou grande demais (máximo de {MAX_NUMBER_DIGITS} dígitos).",
         "constant": "{constant} não é um valor JSON; use um número ou null.",
         "duplicate": 'A chave "{key}" aparece mais de uma vez no mesmo objeto.',
         "surrogate": "O texto contém um caractere inválido (surrogate isolado \\u{point:04x}).",
@@ -42,7 +43,7 @@ MESSAGES: Mapping[str, Mapping[str, str]] = {
         "encoding": "The body is not valid UTF-8 (byte {position}).",
         "bom": "The body starts with a BOM (U+FEFF); send UTF-8 JSON without one.",
         "depth": f"JSON nested too deeply (at most {MAX_DEPTH} levels).",
-        "number": f"A number with too many digits (at most {MAX_NUMBER_DIGITS}).",
+        "number": f"A number with too many digits or too large (at most {MAX_NUMBER_DIGITS} digits).",
         "constant": "{constant} is not a JSON value; use a number or null.",
         "duplicate": 'The key "{key}" appears more than once in the same object.',
         "surrogate": "The text contains an invalid character (lone surrogate \\u{point:04x}).",
@@ -81,9 +82,11 @@ def _number(text: str) -> Any:
 
 
 def _float(text: str) -> float:
-    if len(text) > MAX_NUMBER_DIGITS:
+    # 1e999 is valid JSON that Python reads as infinity: no more a number than "Infinity" is.
+    value = float(text) if len(text) <= MAX_NUMBER_DIGITS else math.inf
+    if not math.isfinite(value):
         raise _refuse("number")
-    return float(text)
+    return value
 
 
 def _constant(name: str) -> Any:

@@ -18,6 +18,7 @@ CASES = [
     ("integer of 5,000 digits", b'{"product": ' + b"9" * 5000 + b"}", "dígitos demais", "too many digits"),
     ("integer of 51 digits", b'{"product": ' + b"1" * 51 + b"}", "dígitos demais", "too many digits"),
     ("float of 5,000 digits", b'{"product": 1.' + b"5" * 5000 + b"}", "dígitos demais", "too many digits"),
+    ("float that overflows to infinity", b'{"product": 1e999}', "grande demais", "too large"),
     ("NaN", b'{"product": NaN}', "NaN não é um valor JSON", "NaN is not a JSON value"),
     ("Infinity", b'{"product": Infinity}', "Infinity não é", "Infinity is not"),
     ("-Infinity", b'{"product": -Infinity}', "-Infinity não é", "-Infinity is not"),
