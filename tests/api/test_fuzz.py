@@ -304,6 +304,7 @@ def _nested(depth: int, kind: str) -> bytes:
 PATHOLOGICAL_JSON = st.one_of(
     st.builds(_nested, st.integers(min_value=33, max_value=9000), st.sampled_from(["list", "object"])),
     st.integers(min_value=51, max_value=6000).map(lambda n: b'{"product": ' + b"7" * n + b"}"),
+    st.integers(min_value=309, max_value=99999).map(lambda e: f'{{"product": -1e{e}}}'.encode()),
     st.sampled_from([b"NaN", b"Infinity", b"-Infinity"]).map(lambda c: b'{"product": ' + c + b"}"),
     st.sampled_from(["product", "name", "email", "x"]).map(lambda k: f'{{"{k}": 1, "{k}": 2}}'.encode()),
     st.just(b'\xef\xbb\xbf{"product": 1}'),
