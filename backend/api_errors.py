@@ -53,7 +53,10 @@ THROTTLED = detail_response(
 UNAUTHENTICATED = detail_response(
     "Sem credenciais (use Token ou sessão de staff).", "As credenciais não foram fornecidas."
 )
-FORBIDDEN = detail_response("Usuário sem permissão de staff.", "Você não tem permissão para executar essa ação.")
+FORBIDDEN = detail_response(
+    "Usuário sem staff ou sem a permissão de ver matrículas (enrollments.view_enrollment).",
+    "Você não tem permissão para executar essa ação.",
+)
 NOT_FOUND = detail_response("Não encontrado.", "Não encontrado.")
 NOT_ACCEPTABLE = detail_response(
     "Accept pede um formato que a API não produz.", "Não foi possível satisfazer a requisição."

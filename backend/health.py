@@ -12,6 +12,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from outbox_worker.logevents import log_event
+
 logger = logging.getLogger("backend.health")
 
 
@@ -43,7 +45,7 @@ class HealthView(APIView):
                 cursor.execute("SELECT 1")
         except DatabaseError as exc:
             # The exception text names host and database, never the password.
-            logger.error("healthz database_error=%r", exc.__class__.__name__)
+            log_event(logger, logging.ERROR, "healthz.database_error", error=exc.__class__.__name__)
             return Response({"status": "unavailable", "database": "unreachable"}, status=503)
         return Response({"status": "ok"})
 

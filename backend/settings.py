@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "anymail",
+    "csp",
     "outbox_worker",
     "backend.products",
     "backend.enrollments",
@@ -64,6 +65,8 @@ MIDDLEWARE = [
     "backend.middleware.JsonErrorsMiddleware",
     "backend.middleware.RequestSizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy on every response (settings: CONTENT_SECURITY_POLICY below).
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -191,6 +194,29 @@ if PRODUCTION:
 # reminder about it (security.W021) is moot.
 SILENCED_SYSTEM_CHECKS = [] if env.bool("SECURE_HSTS_PRELOAD", default=False) else ["security.W021"]
 
+# --- Content-Security-Policy (django-csp) ------------------------------------
+# The admin shows student data and previews of emails written by anyone who
+# can type a product or student name: no script but our own files may run,
+# and nothing may load from another host (an email's tracking pixel would fire
+# when an operator looks at it). Inline *styles* are allowed: the admin's own
+# templates, the health chart's bar heights and the emails in the preview use
+# style attributes, and with img/font/connect limited to 'self' a style cannot
+# send anything anywhere. The preview adds its own stricter policy (outbox_worker/admin.py).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
+
 # --- Request limits ------------------------------------------------------------
 # An enrollment is a few hundred bytes; anything much larger is refused with
 # 413 before it is read (backend.middleware.RequestSizeLimitMiddleware).
@@ -207,6 +233,10 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 20,
+    # JSON only, through a parser that answers every body it cannot take with a
+    # 400 in the client's language (depth, huge numbers, NaN, duplicate keys, BOM,
+    # invalid UTF-8, lone surrogates): backend/parsers.py. Forms get 415.
+    "DEFAULT_PARSER_CLASSES": ["backend.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
     + (["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -234,6 +264,8 @@ SPECTACULAR_SETTINGS = {
     # /api/docs/ loads Swagger UI from our static files (whitenoise), not a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # No validator badge: it is an image from validator.swagger.io, which the CSP (rightly) blocks.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
     "REDOC_DIST": "SIDECAR",
 }
 
@@ -248,13 +280,17 @@ LOGGING = {
         "line": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
         "json": {"()": "backend.logs.JsonFormatter"},
     },
-    "filters": {"request_id": {"()": "backend.logs.RequestIdFilter"}},
+    "filters": {
+        "request_id": {"()": "backend.logs.RequestIdFilter"},
+        # Student addresses never reach a log line in full (the admin shows them).
+        "mask_addresses": {"()": "backend.logs.MaskAddressesFilter"},
+    },
     "handlers": {
         "null": {"class": "logging.NullHandler"},
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "json" if LOG_FORMAT == "json" else "line",
-            "filters": ["request_id"],
+            "filters": ["request_id", "mask_addresses"],
         },
     },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},

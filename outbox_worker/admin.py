@@ -4,6 +4,7 @@ Thin on purpose: numbers come from selectors.py, every change from services.py.
 Nothing here sends email; actions only change rows a worker will pick up.
 """
 
+import re
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +41,29 @@ STATUS_COLOURS = {
     OutboxStatus.FAILED: "#b3261e",
     OutboxStatus.CANCELLED: "#666",
 }
+
+
+# The preview's own policy, inside the document: inline styles (emails are
+# made of them) and embedded data: images, nothing fetched from anywhere.
+PREVIEW_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:"
+# What a mail reader would fetch from another host (http:, https:, //): src=,
+# srcset=, background=, poster=, <link href=>, CSS url(...) and @import. A plain
+# link (<a href>) fetches nothing and is not counted.
+REMOTE_REFERENCE = re.compile(
+    r"""(?:\b(?:src|srcset|background|poster)\s*=\s*["']?|<link\b[^>]*\bhref\s*=\s*["']?"""
+    r"""|url\(\s*["']?|@import\s+["']?)\s*(?:https?:)?//""",
+    re.IGNORECASE,
+)
+
+
+def preview_document(body_html: str) -> str:
+    """Return `body_html` preceded by a doctype and a CSP meta tag that the email cannot undo.
+
+    The meta goes first so it lands in <head> before anything from the email;
+    the email's own doctype and <html>/<head> tags that follow are then ignored
+    by the HTML parser. A policy only ever narrows: the email cannot add to it.
+    """
+    return f'<!DOCTYPE html><meta http-equiv="Content-Security-Policy" content="{PREVIEW_POLICY}">{body_html}'
 
 
 class DeliveryAttemptInline(admin.TabularInline):
@@ -270,11 +294,20 @@ class OutboxMessageAdmin(admin.ModelAdmin):
             return "(sem versão HTML)"
         # sandbox="" blocks scripts, forms and navigation from the email's HTML;
         # srcdoc is escaped by format_html, so the email cannot break out of the attribute.
-        return format_html(
+        # The document carries its own policy: nothing loads from anywhere, so a
+        # tracking pixel does not fire when an operator looks at the email.
+        frame = format_html(
             '<iframe class="outbox-html-preview" sandbox="" srcdoc="{}" title="HTML do email" '
             'style="width:100%;max-width:760px;height:360px;border:1px solid #ccc;background:#fff"></iframe>',
-            message.body_html,
+            preview_document(message.body_html),
         )
+        if not REMOTE_REFERENCE.search(message.body_html):
+            return frame
+        note = format_html(
+            '<p class="outbox-remote-blocked" style="margin:0 0 4px">{}</p>',
+            "Imagens, fontes e CSS remotos bloqueados nesta prévia (o aluno pode vê-los no cliente de email).",
+        )
+        return note + frame
 
     @admin.display(description="texto")
     def text_preview(self, message: OutboxMessage) -> SafeString:

@@ -6,11 +6,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.core.mail import EmailMultiAlternatives
 from django.core.mail.backends.base import BaseEmailBackend
 from django.utils import timezone
 
 from .errors import classify
+from .mime import build_email
 from .models import AttemptOutcome, DeliveryAttempt, OutboxMessage
 from .retry import RetryPolicy
 
@@ -19,24 +19,6 @@ logger = logging.getLogger("outbox_worker.delivery")
 
 class BackendRefused(Exception):
     """The backend returned without sending and without saying why."""
-
-
-def build_email(message: OutboxMessage, connection: BaseEmailBackend | None = None) -> EmailMultiAlternatives:
-    """Return the Django email for an outbox row, with its fixed Message-ID."""
-    email = EmailMultiAlternatives(
-        subject=message.subject,
-        body=message.body_text,
-        from_email=message.from_email,
-        to=message.to,
-        cc=message.cc,
-        bcc=message.bcc,
-        reply_to=message.reply_to,
-        headers={**message.headers, "Message-ID": message.message_id},
-        connection=connection,
-    )
-    if message.body_html:
-        email.attach_alternative(message.body_html, "text/html")
-    return email
 
 
 @dataclass

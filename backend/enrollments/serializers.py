@@ -1,9 +1,20 @@
+import logging
 import unicodedata
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
+from backend.products.models import Product
 from backend.products.selectors import product_list_active
+from outbox_worker.logevents import log_event
+from outbox_worker.mime import (
+    CONTROL_CHARACTER,
+    DOMAIN_NOT_IDNA,
+    LINE_SEPARATOR,
+    HeaderTextError,
+    header_text_problem,
+    normalize_address,
+)
 
 from .models import Enrollment
 from .services import normalize_email
@@ -12,14 +23,32 @@ from .services import normalize_email
 MAX_ID = 2**63 - 1
 
 
-def reject_control_characters(value: str) -> None:
-    """Refuse line breaks, other control characters and lone surrogates.
+HEADER_TEXT_MESSAGES = {
+    CONTROL_CHARACTER: "Não use quebras de linha, tabulações nem outros caracteres de controle.",
+    LINE_SEPARATOR: "Não use separadores de linha ou de parágrafo (U+2028, U+2029).",
+}
+SURROGATE_MESSAGE = "O texto contém um caractere inválido (surrogate isolado)."
+DOMAIN_MESSAGE = "O domínio deste email não é válido (não tem forma IDNA)."
+# RFC 5321's limit for a path, and the model's column: checked after IDNA encoding.
+MAX_EMAIL_LENGTH = 254
+LONG_DOMAIN_MESSAGE = f"Email longo demais depois de convertido o domínio para ASCII (máximo {MAX_EMAIL_LENGTH})."
+PRODUCT_NAME_MESSAGE = "Este produto está com o cadastro incompleto e não aceita matrículas agora; avise a equipe."
 
-    A CR/LF in a name could otherwise start a new header in an email (header
-    injection), and a lone surrogate cannot be stored or encoded at all.
+logger = logging.getLogger("backend.enrollments")
+
+
+def reject_header_breaking_text(value: str) -> None:
+    """Refuse what the outbox refuses in any header, and lone surrogates.
+
+    The rule is the outbox's own (outbox_worker.mime): a control character or a
+    line separator could end an email's header block or start a new header; a
+    lone surrogate cannot be stored or encoded at all.
     """
-    if any(unicodedata.category(char) in ("Cc", "Cs") for char in value):
-        raise DjangoValidationError("Não use quebras de linha nem caracteres de controle.")
+    problem = header_text_problem(value)
+    if problem is not None:
+        raise DjangoValidationError(HEADER_TEXT_MESSAGES[problem])
+    if any(unicodedata.category(char) == "Cs" for char in value):
+        raise DjangoValidationError(SURROGATE_MESSAGE)
 
 
 class EnrollmentInputSerializer(serializers.Serializer):
@@ -34,7 +63,7 @@ class EnrollmentInputSerializer(serializers.Serializer):
         },
     )
     name = serializers.CharField(
-        max_length=200, trim_whitespace=True, validators=[reject_control_characters], help_text="Nome do aluno."
+        max_length=200, trim_whitespace=True, validators=[reject_header_breaking_text], help_text="Nome do aluno."
     )
     email = serializers.EmailField(
         max_length=254, help_text="Email do aluno; maiúsculas e espaços nas pontas são ignorados."
@@ -49,8 +78,29 @@ class EnrollmentInputSerializer(serializers.Serializer):
         error_messages={"invalid": "Telefone inválido: use só dígitos, espaços, parênteses, + e -."},
     )
 
+    def validate_product(self, value: Product) -> Product:
+        # The product's name goes into the confirmation's subject. One typed with
+        # a control character (admin, shell, import) would make the outbox refuse
+        # every confirmation: say so here, as a 400, instead of failing with a 500.
+        # (Whitespace of any kind is folded to single spaces on the way, as the service does.)
+        if header_text_problem(" ".join(value.name.split())) is not None:
+            log_event(logger, logging.ERROR, "enrollments.product_name_unusable", product=value.pk)
+            raise serializers.ValidationError(PRODUCT_NAME_MESSAGE)
+        return value
+
     def validate_email(self, value: str) -> str:
-        return normalize_email(value)
+        """Return the address as it will be stored and sent: lower case, its domain in ASCII (IDNA)."""
+        reject_header_breaking_text(value)
+        try:
+            address = normalize_address(normalize_email(value))
+        except HeaderTextError as exc:
+            if exc.reason == DOMAIN_NOT_IDNA:
+                raise serializers.ValidationError(DOMAIN_MESSAGE) from None
+            raise serializers.ValidationError("Insira um endereço de email válido.") from None
+        if len(address) > MAX_EMAIL_LENGTH:
+            # The ASCII form of a Unicode domain is longer than what was typed.
+            raise serializers.ValidationError(LONG_DOMAIN_MESSAGE)
+        return address
 
 
 class EnrollmentOutputSerializer(serializers.ModelSerializer):

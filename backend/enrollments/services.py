@@ -14,6 +14,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from backend.products.models import Product
+from outbox_worker.logevents import log_event
 from outbox_worker.models import OutboxMessage
 from outbox_worker.services import outbox_enqueue
 
@@ -84,7 +85,7 @@ def enrollment_create(*, product: Product, name: str, email: str, phone: str = "
         if Enrollment.objects.filter(product=product, email=email).exists():
             raise EnrollmentAlreadyExists from None
         raise
-    logger.info("enrollments.created id=%s product=%s message_id=%s", enrollment.pk, product.pk, message.pk)
+    log_event(logger, logging.INFO, "enrollments.created", id=enrollment.pk, product=product.pk, message_id=message.pk)
     return enrollment
 
 

@@ -6,7 +6,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import PageNumberPagination
-from rest_framework.permissions import AllowAny, IsAdminUser
+from rest_framework.permissions import AllowAny, BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -42,11 +42,23 @@ IDEMPOTENCY_PARAMETER = OpenApiParameter(
 )
 
 
+class CanViewEnrollments(BasePermission):
+    """Staff who hold `enrollments.view_enrollment`: the admin's own rule for this data.
+
+    `is_staff` alone only lets a user into the admin; what they may see there
+    is decided by model permissions, and the API must not show more.
+    """
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        user = request.user
+        return bool(user and user.is_active and user.is_staff and user.has_perm("enrollments.view_enrollment"))
+
+
 class EnrollmentListCreateView(APIView):
     """POST: anyone may enroll. GET: staff list enrollments with their email status."""
 
     def get_permissions(self):
-        return [AllowAny()] if self.request.method == "POST" else [IsAdminUser()]
+        return [AllowAny()] if self.request.method == "POST" else [CanViewEnrollments()]
 
     def get_throttles(self):
         return [EnrollmentCreateThrottle()] if self.request.method == "POST" else []
@@ -107,7 +119,10 @@ class EnrollmentListCreateView(APIView):
     @extend_schema(
         operation_id="enrollment_list",
         summary="Listar matrículas (staff)",
-        description="Matrículas mais recentes primeiro, com a situação do email de confirmação. Só staff.",
+        description=(
+            "Matrículas mais recentes primeiro, com a situação do email de confirmação. "
+            "Só staff com a permissão enrollments.view_enrollment."
+        ),
         responses={
             200: inline_serializer(
                 "PaginatedEnrollmentList",
@@ -134,12 +149,15 @@ class EnrollmentListCreateView(APIView):
 
 
 class EnrollmentDetailView(APIView):
-    permission_classes = [IsAdminUser]
+    permission_classes = [CanViewEnrollments]
 
     @extend_schema(
         operation_id="enrollment_retrieve",
         summary="Detalhe de uma matrícula (staff)",
-        description="Uma matrícula com a situação do email de confirmação. Só staff.",
+        description=(
+            "Uma matrícula com a situação do email de confirmação. "
+            "Só staff com a permissão enrollments.view_enrollment."
+        ),
         responses={
             200: EnrollmentOutputSerializer,
             401: api_errors.UNAUTHENTICATED,

@@ -4,7 +4,11 @@ schemathesis generates requests from /api/schema/ (valid ones and deliberately
 invalid ones: wrong types, missing fields, unicode, odd headers) and calls the
 WSGI application in-process. Hand-written hypothesis strategies add what a
 schema cannot describe: bodies that are not JSON at all, huge strings, and
-methods the API does not offer. Every response must be below 500 and every
+methods the API does not offer, control characters and separators in every
+field (quoted local parts and domains included: an accepted enrollment must
+store none and its email must build and verify), and pathological JSON
+(depth, huge numbers, NaN, duplicate keys, BOM, invalid UTF-8, lone
+surrogates: a 400 in the client's language). Every response must be below 500 and every
 4xx must carry a JSON body; schemathesis also checks that each status code,
 content type, header and body is the one the schema documents.
 """
@@ -14,7 +18,6 @@ from collections import Counter
 
 import pytest
 import schemathesis
-from django.contrib.auth.models import User
 from django.core.signals import request_finished, request_started
 from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections
@@ -31,12 +34,16 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from backend.enrollments.models import Enrollment
+from outbox_worker.mime import build_email, header_text_problem
+from outbox_worker.models import OutboxMessage
 from tests.factories import make_product
+from tests.staff import make_staff
 
 pytestmark = pytest.mark.django_db
 
 # Per operation, mode (valid/invalid) and identity (anonymous/staff): about 960
-# requests from the schema, plus 640 hand-written ones, for at least 1,000 a run.
+# requests from the schema, plus about 940 hand-written ones, for at least 1,000 a run.
 EXAMPLES = 60
 RAW_EXAMPLES = 150
 MINIMUM_REQUESTS = 1000
@@ -72,8 +79,7 @@ def wsgi_app():
 
 @pytest.fixture
 def staff_token() -> str:
-    staff = User.objects.create_user("equipe", password="x", is_staff=True)
-    return Token.objects.create(user=staff).key
+    return Token.objects.create(user=make_staff("equipe", "enrollments.view_enrollment")).key
 
 
 STATUSES: Counter[int] = Counter()
@@ -242,6 +248,100 @@ def _fuzz_raw_requests() -> int:
         body = b"{}" if method == "HEAD" else r.content
         assert_sane(r.status_code, r.get("Content-Type", ""), body, f"{method} {path}?{query!r}")
 
-    for run in (garbage, wrong_types, one_bad_field, huge, methods):
+    @settings(FUZZ_SETTINGS, max_examples=RAW_EXAMPLES)
+    @given(field=st.sampled_from(["name", "email", "phone"]), value=HOSTILE_TEXT, email=st.emails())
+    def header_breakers(field, value, email):
+        # Control characters and separators in every field, in every position
+        # an address allows (quoted local part, domain): refused, or stored
+        # without a single character the header rule forbids.
+        nonlocal count
+        count += 1
+        body = {"product": product.pk, "name": "Ana", "email": email, field: value}
+        r = client.post("/api/enrollments/", data=json.dumps(body), content_type="application/json")
+        assert_sane(r.status_code, r.get("Content-Type", ""), r.content, f"POST {body!r}"[:300])
+        if r.status_code == 201:
+            assert_buildable(r.json()["id"])
+
+    @settings(FUZZ_SETTINGS, max_examples=RAW_EXAMPLES)
+    @given(body=PATHOLOGICAL_JSON, language=st.sampled_from(["pt-BR", "en"]))
+    def pathological(body, language):
+        nonlocal count
+        count += 1
+        r = client.generic(
+            "POST", "/api/enrollments/", data=body, content_type="application/json", HTTP_ACCEPT_LANGUAGE=language
+        )
+        assert_sane(r.status_code, r.get("Content-Type", ""), r.content, f"POST pathological {body[:80]!r}")
+        assert r.status_code in (400, 413), (r.status_code, body[:80])
+        if r.status_code == 400:
+            assert _is_portuguese(r.json()["detail"]) == (language == "pt-BR"), r.content
+
+    for run in (garbage, wrong_types, one_bad_field, huge, methods, header_breakers, pathological):
         run()
     return count
+
+
+# --- hostile text and pathological JSON ------------------------------------------
+
+# Everything the header rule refuses (and what str.splitlines() splits on).
+BREAKERS = st.sampled_from([chr(c) for c in [*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029]])
+PIECE = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=8)
+
+
+HOSTILE_TEXT = st.one_of(
+    st.builds(lambda a, c, b: f"{a}{c}{b}", PIECE, BREAKERS, PIECE),
+    st.builds(lambda a, c: f'"{a}{c}x"@example.com', st.text("abc.-", max_size=5), BREAKERS),
+    st.builds(lambda c: f'"x{c}x-evil\\ :pwned"@example.com', BREAKERS),
+    st.builds(lambda a, c: f"ana@{a}{c}.com", st.text("abcáé", min_size=1, max_size=5), BREAKERS),
+    st.builds(lambda c: f"ana@exa{c}mple.com", st.sampled_from(["\u202e", "\u200e", "\ufffd", "\u00ad", "ß"])),
+)
+
+
+def _nested(depth: int, kind: str) -> bytes:
+    opening, closing = {"list": (b"[", b"]"), "object": (b'{"a":', b"}")}[kind]
+    return opening * depth + b"1" + closing * depth
+
+
+PATHOLOGICAL_JSON = st.one_of(
+    st.builds(_nested, st.integers(min_value=33, max_value=9000), st.sampled_from(["list", "object"])),
+    st.integers(min_value=51, max_value=6000).map(lambda n: b'{"product": ' + b"7" * n + b"}"),
+    st.integers(min_value=309, max_value=99999).map(lambda e: f'{{"product": -1e{e}}}'.encode()),
+    st.sampled_from([b"NaN", b"Infinity", b"-Infinity"]).map(lambda c: b'{"product": ' + c + b"}"),
+    st.sampled_from(["product", "name", "email", "x"]).map(lambda k: f'{{"{k}": 1, "{k}": 2}}'.encode()),
+    st.just(b'\xef\xbb\xbf{"product": 1}'),
+    st.binary(min_size=1, max_size=3).filter(lambda b: not _is_utf8(b)).map(lambda b: b'{"name": "' + b + b'"}'),
+    st.integers(min_value=0xD800, max_value=0xDFFF).map(lambda c: f'{{"name": "Ana\\u{c:04x}"}}'.encode()),
+    st.text(max_size=20).map(lambda t: ("{" + json.dumps(t)[1:-1]).encode()),
+)
+
+
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+PT_BR_MARKERS = (
+    "JSON inválido",
+    "aninhado",
+    "dígitos",
+    "não é",
+    "A chave",
+    "O corpo",
+    "O texto",
+    "vazio",
+    "sempre UTF-8",
+)
+
+
+def _is_portuguese(detail: str) -> bool:
+    return any(marker in detail for marker in PT_BR_MARKERS)
+
+
+def assert_buildable(enrollment_id: int) -> None:
+    """The enrollment's stored text obeys the header rule and its email builds and verifies."""
+    enrollment = Enrollment.objects.get(pk=enrollment_id)
+    for text in (enrollment.name, enrollment.email):
+        assert header_text_problem(text) is None, repr(text)
+    build_email(OutboxMessage.objects.get(source=enrollment.outbox_source))

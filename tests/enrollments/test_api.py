@@ -8,6 +8,7 @@ from rest_framework.test import APIClient
 from backend.enrollments.models import Enrollment
 from outbox_worker.models import OutboxMessage, OutboxStatus
 from tests.factories import make_product
+from tests.staff import make_staff
 
 pytestmark = pytest.mark.django_db
 
@@ -104,8 +105,9 @@ def test_a_lone_surrogate_in_a_name_is_400_not_a_crash():
 
     response = APIClient().post(URL, data=raw, content_type="application/json")
 
+    # Refused by the parser, for any field: no database or email could take it.
     assert response.status_code == 400
-    assert "name" in response.json()
+    assert response.json() == {"detail": "O texto contém um caractere inválido (surrogate isolado \\ud800)."}
     assert not Enrollment.objects.exists()
 
 
@@ -168,8 +170,50 @@ def test_staff_endpoints_refuse_non_staff_users_with_403(enrollment, path):
     assert response.status_code == 403
 
 
+@pytest.mark.parametrize("path", [URL, "/api/enrollments/{pk}/"])
+def test_staff_without_the_view_permission_get_403_as_in_the_admin(enrollment, path):
+    # Staff may enter the admin; only enrollments.view_enrollment lets them see students there.
+    client = APIClient()
+    client.force_login(make_staff("suporte", "outbox_worker.view_outboxmessage"))
+
+    response = client.get(path.format(pk=enrollment.pk))
+    admin_page = client.get("/admin/enrollments/enrollment/")
+
+    assert response.status_code == 403
+    assert "detail" in response.json()
+    assert admin_page.status_code == 403
+
+
+@pytest.mark.parametrize("path", [URL, "/api/enrollments/{pk}/"])
+def test_staff_without_the_view_permission_get_403_with_token_auth_too(enrollment, path):
+    token = Token.objects.create(user=make_staff("suporte"))
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+
+    assert client.get(path.format(pk=enrollment.pk)).status_code == 403
+
+
+@pytest.mark.parametrize("path", [URL, "/api/enrollments/{pk}/"])
+def test_a_superuser_holds_every_permission_and_may_read(enrollment, path):
+    client = APIClient()
+    client.force_login(User.objects.create_superuser("dona", password="x"))
+
+    assert client.get(path.format(pk=enrollment.pk)).status_code == 200
+
+
+def test_an_inactive_staff_token_is_refused(enrollment):
+    staff = make_staff("antiga", "enrollments.view_enrollment")
+    token = Token.objects.create(user=staff)
+    staff.is_active = False
+    staff.save()
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+
+    assert client.get(URL).status_code == 401
+
+
 def test_staff_list_and_detail_show_the_email_status_with_token_auth(enrollment):
-    staff = User.objects.create_user("equipe", password="x", is_staff=True)
+    staff = make_staff("equipe", "enrollments.view_enrollment")
     token = Token.objects.create(user=staff)
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
@@ -187,7 +231,7 @@ def test_staff_list_and_detail_show_the_email_status_with_token_auth(enrollment)
 
 def test_staff_detail_of_an_unknown_enrollment_is_404_json():
     client = APIClient()
-    client.force_login(User.objects.create_user("equipe", password="x", is_staff=True))
+    client.force_login(make_staff("equipe", "enrollments.view_enrollment"))
 
     response = client.get("/api/enrollments/987654/")
 
@@ -200,3 +244,98 @@ def test_an_invalid_token_is_401():
     client.credentials(HTTP_AUTHORIZATION="Token nope")
 
     assert client.get(URL).status_code == 401
+
+
+# --- text that could reach an email header ------------------------------------
+
+HEADER_BREAKERS = {
+    "VT": "\x0b",
+    "FF": "\x0c",
+    "SOH": "\x01",
+    "FS": "\x1c",
+    "RS": "\x1e",
+    "NEL": "\x85",
+    "DEL": "\x7f",
+    "TAB": "\t",
+    "LINE SEPARATOR": "\u2028",
+    "PARAGRAPH SEPARATOR": "\u2029",
+}
+
+
+@pytest.mark.parametrize("char", HEADER_BREAKERS.values(), ids=HEADER_BREAKERS.keys())
+@pytest.mark.parametrize(
+    ("field", "template"),
+    [
+        ("email", '"a{c}b"@example.com'),
+        ("email", '"x{c}x-evil\\\\ :pwned"@example.com'),
+        ("email", "ana@exa{c}mple.com"),
+        ("name", "Ana{c}Bcc: intruso@evil.example"),
+    ],
+)
+def test_control_characters_and_separators_are_a_400_with_a_field_message(field, template, char):
+    product = make_product()
+    body = {"product": product.pk, "name": "Ana", "email": "ana@example.com", field: template.format(c=char)}
+
+    response = enroll(**body)
+
+    assert response.status_code == 400, response.content
+    [message] = response.json()[field]
+    assert message.startswith(("Não use", "Insira", "O domínio"))
+    assert not Enrollment.objects.exists()
+    assert not OutboxMessage.objects.exists()
+
+
+@pytest.mark.parametrize("domain", ["exa\u202emple.com", "exa\u200emple.com", "exa\ufffdmple.com"])
+def test_a_domain_without_an_idna_form_is_a_400_not_a_failure_at_send(domain):
+    response = enroll(product=make_product().pk, name="Ana", email=f"ana@{domain}")
+
+    assert response.status_code == 400
+    assert response.json() == {"email": ["O domínio deste email não é válido (não tem forma IDNA)."]}
+
+
+def test_a_unicode_domain_is_stored_in_the_ascii_form_it_is_sent_to():
+    response = enroll(product=make_product().pk, name="João", email="Ana@Exámple.com")
+
+    assert response.status_code == 201
+    assert response.json()["email"] == "ana@xn--exmple-qta.com"
+    assert OutboxMessage.objects.get().to == ["ana@xn--exmple-qta.com"]
+
+
+@pytest.mark.parametrize("name", ["Ana \u202eLúcia", 'Zoë d\'Ávila & <Co> "2026"'])
+def test_names_with_format_characters_and_punctuation_are_kept_as_typed(name):
+    response = enroll(product=make_product().pk, name=name, email="ana@example.com")
+
+    assert response.status_code == 201
+    assert Enrollment.objects.get().name == name
+
+
+def test_a_product_named_with_a_control_character_is_a_400_not_a_500():
+    # Typed in the admin or a shell: the name would break every confirmation's subject.
+    product = make_product(name="Curso\x01 de Python")
+
+    response = enroll(product=product.pk, name="Ana", email="ana@example.com")
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "product": ["Este produto está com o cadastro incompleto e não aceita matrículas agora; avise a equipe."]
+    }
+    assert not Enrollment.objects.exists()
+
+
+def test_a_product_name_with_tabs_or_line_breaks_still_enrolls_as_one_line():
+    product = make_product(name="Curso\tde\u2028Python\x0b2026")
+
+    response = enroll(product=product.pk, name="Ana", email="ana@example.com")
+
+    assert response.status_code == 201
+    assert OutboxMessage.objects.get().subject == "Matrícula confirmada: Curso de Python 2026"
+
+
+def test_an_email_whose_ascii_domain_outgrows_254_characters_is_a_400():
+    # 195 characters as typed, 285 once the domain is in its IDNA form: the column holds 254.
+    domain = ".".join(["ãçéíõúâêô" * 2] * 10) + ".com"
+
+    response = enroll(product=make_product().pk, name="Ana", email=f"a@{domain}")
+
+    assert response.status_code == 400
+    assert response.json() == {"email": ["Email longo demais depois de convertido o domínio para ASCII (máximo 254)."]}

@@ -227,7 +227,8 @@ def test_detail_shows_the_email_safely_its_attempts_and_its_enrollment(operator_
     html = operator_client.get(_detail(message)).content.decode()
 
     assert 'sandbox=""' in html
-    assert 'srcdoc="&lt;p&gt;Olá&lt;/p&gt;&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&quot;&gt;&lt;img' in html
+    assert 'srcdoc="&lt;!DOCTYPE html&gt;&lt;meta http-equiv=&quot;Content-Security-Policy&quot;' in html
+    assert "&gt;&lt;p&gt;Olá&lt;/p&gt;&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&quot;&gt;&lt;img" in html
     assert "<script>alert" not in html
     assert "Matrícula confirmada: Python" in html  # text body and subject
     assert message.message_id.replace("<", "&lt;").replace(">", "&gt;") in html

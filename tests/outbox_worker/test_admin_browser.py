@@ -6,21 +6,24 @@ static files with DEBUG off, the outbox worker as a separate process, and an
 SMTP server that rejects the first delivery with a permanent 550.
 """
 
+import http.server
 import os
 import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 
 from backend.enrollments.services import enrollment_create
 from outbox_worker.models import OutboxMessage, OutboxStatus
+from outbox_worker.services import outbox_enqueue
 from tests.child_django import free_port
 from tests.factories import make_product
 from tests.staff import PASSWORD, make_operator
@@ -185,6 +188,7 @@ def test_operator_finds_a_rejected_email_resends_it_and_it_is_delivered(
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900}, locale="pt-BR")
         page.on("response", lambda r: static_responses.append((r.url, r.status)) if "/static/" in r.url else None)
+        violations = watch_csp_violations(page)
 
         page.goto(f"{gunicorn}/admin/login/?next=/admin/outbox_worker/outboxmessage/")
         page.fill("#id_username", "operadora")
@@ -225,6 +229,9 @@ def test_operator_finds_a_rejected_email_resends_it_and_it_is_delivered(
         page.screenshot(path=shots / "admin-dashboard.png", full_page=True)
         browser.close()
 
+    # Every page above ran under the admin's Content-Security-Policy without breaking it.
+    assert violations == []
+
     # The student got the email, once, with the Message-ID it had from the start.
     received = smtp_server.handler.wait_for(3)
     assert received[-1].rcpt_tos == ["ana@example.com"]
@@ -233,6 +240,96 @@ def test_operator_finds_a_rejected_email_resends_it_and_it_is_delivered(
     # whitenoise served the admin's collected, hashed static files under gunicorn.
     assert static_responses and all(status == 200 for _, status in static_responses)
     assert any(re.search(r"/static/admin/css/base\.[0-9a-f]{12}\.css$", url) for url, _ in static_responses)
+
+
+def watch_csp_violations(page) -> list[str]:
+    """Collect the browser's console reports of Content-Security-Policy violations (all frames)."""
+    violations: list[str] = []
+    page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+    return violations
+
+
+class _PixelHandler(http.server.BaseHTTPRequestHandler):
+    hits: list[str] = []
+
+    def do_GET(self):
+        type(self).hits.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Type", "image/gif")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def tracker() -> Iterator[str]:
+    """A "remote" server for tracking pixels, CSS and fonts: it records every request it gets."""
+    _PixelHandler.hits = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _PixelHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_preview_loads_nothing_remote_and_the_site_pages_keep_to_the_csp(
+    browser_available, gunicorn, tracker, monkeypatch, tmp_path
+):
+    from playwright.sync_api import expect, sync_playwright
+
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with transaction.atomic():
+        message = outbox_enqueue(
+            to=["ana@example.com"],
+            subject="Novidades",
+            body_text="Olá",
+            body_html=(
+                f'<html><head><link rel="stylesheet" href="{tracker}/style.css">'
+                f"<style>@import url({tracker}/import.css); @font-face {{font-family: x; src: url({tracker}/f.woff)}}"
+                f'</style></head><body style="font-family: x"><p class="hello">Olá, Ana!</p>'
+                f'<img src="{tracker}/pixel.gif?aluno=ana" width="1" height="1"></body></html>'
+            ),
+        )
+    make_operator()
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900}, locale="pt-BR")
+        violations = watch_csp_violations(page)
+        page.goto(f"{gunicorn}/admin/login/?next=/admin/outbox_worker/outboxmessage/{message.pk}/change/")
+        page.fill("#id_username", "operadora")
+        page.fill("#id_password", PASSWORD)
+        page.click("input[type=submit]")
+
+        expect(page.locator(".outbox-remote-blocked")).to_contain_text("remotos bloqueados")
+        preview = page.frame_locator("iframe.outbox-html-preview")
+        expect(preview.locator("p.hello")).to_have_text("Olá, Ana!")
+        # The browser tried each remote reference and refused it (that is what the reports say).
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any("pixel.gif" in v for v in violations):
+            page.wait_for_timeout(50)
+        page_violations = list(violations)
+        page.locator(".field-html_preview").screenshot(path=tmp_path / "preview-remote-blocked.png")
+
+        # The site's own pages: the API docs (Swagger UI from our static files), the index, the favicon.
+        violations.clear()
+        page.goto(f"{gunicorn}/api/docs/")
+        expect(page.locator(".swagger-ui .title")).to_contain_text("Cursos API")
+        favicon = page.request.get(f"{gunicorn}/favicon.ico")
+        favicon_type = (favicon.status, favicon.headers["content-type"])
+        index = page.request.get(f"{gunicorn}/").json()
+        browser.close()
+
+    assert _PixelHandler.hits == []
+    assert any("pixel.gif" in v for v in page_violations)
+    assert all(tracker in v for v in page_violations), page_violations
+    assert violations == []
+    assert favicon_type == (200, "image/svg+xml")
+    assert index["docs"] == "/api/docs/"
 
 
 def test_a_missing_browser_fails_in_ci_and_skips_loudly_elsewhere(monkeypatch):

@@ -1,0 +1,93 @@
+"""What building and verifying one confirmation email costs, per email (no database, no network).
+
+    DEBUG=1 python -m bench.mime_cost
+
+Compares, on one CPU and the real confirmation templates' size of message:
+- Django alone: EmailMultiAlternatives.message().as_bytes() — what a send always does;
+- build_email(): the same, plus parsing the header block back and comparing it (bytes reused by the send);
+- the enqueue-time check: header-text rules plus build_email(), as outbox_enqueue runs it.
+Prints microseconds per email (median of 5 interleaved rounds of N emails each).
+"""
+
+import os
+import statistics
+import time
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.settings")
+import django
+
+django.setup()
+
+from django.core.mail import EmailMultiAlternatives  # noqa: E402
+
+from outbox_worker.mime import build_email, check_header_text, check_mailbox  # noqa: E402
+from outbox_worker.models import OutboxMessage  # noqa: E402
+
+N = 2000
+ROUNDS = 5
+TEXT = 'Olá, Ana Lúcia!\n\nSua matrícula no curso "Excel & Power BI d\'Ana" está confirmada.\n' * 4
+
+
+def row() -> OutboxMessage:
+    return OutboxMessage(
+        from_email="Cursos <nao-responda@cursos.com.br>",
+        to=["ana.lucia@example.com"],
+        cc=[],
+        bcc=[],
+        reply_to=[],
+        subject="Matrícula confirmada: Excel & Power BI d'Ana",
+        body_text=TEXT,
+        body_html=f"<html><body><p>{TEXT}</p></body></html>",
+        headers={},
+        message_id="<0123456789abcdef0123456789abcdef@cursos.com.br>",
+    )
+
+
+def django_only(message: OutboxMessage) -> None:
+    email = EmailMultiAlternatives(
+        subject=message.subject,
+        body=message.body_text,
+        from_email=message.from_email,
+        to=message.to,
+        headers={"Message-ID": message.message_id},
+    )
+    email.attach_alternative(message.body_html, "text/html")
+    email.message().as_bytes(linesep="\r\n")
+
+
+def verified(message: OutboxMessage) -> None:
+    # The send asks for the bytes again; build_email hands back the verified ones.
+    build_email(message).message().as_bytes(linesep="\r\n")
+
+
+def enqueue_check(message: OutboxMessage) -> None:
+    check_header_text(message.subject, what="subject")
+    check_mailbox(message.from_email, what="from_email")
+    for address in message.to:
+        check_mailbox(address, what="to")
+    build_email(message)
+
+
+def per_email_us(functions: dict) -> dict[str, float]:
+    """Median µs per email for each function; rounds interleaved so machine load hits all alike."""
+    message = row()
+    rounds: dict[str, list[float]] = {name: [] for name in functions}
+    for _ in range(ROUNDS):
+        for name, fn in functions.items():
+            start = time.perf_counter()
+            for _ in range(N):
+                fn(message)
+            rounds[name].append((time.perf_counter() - start) / N * 1e6)
+    return {name: statistics.median(values) for name, values in rounds.items()}
+
+
+if __name__ == "__main__":
+    results = per_email_us(
+        {
+            "django build+serialise (a send, before)": django_only,
+            "build_email + verify + serialise (a send, now)": verified,
+            "outbox_enqueue's checks incl. build_email": enqueue_check,
+        }
+    )
+    for name, microseconds in results.items():
+        print(f"{name:50s} {microseconds:8.1f} µs/email")
