@@ -167,29 +167,40 @@ def outbox_resend(*, message_ids: Iterable[int]) -> ActionReport:
             else:
                 report.refused[message.pk] = REFUSED_CHANGED_MEANWHILE
         elif message.status == OutboxStatus.SENT:
-            with transaction.atomic():
-                copy = outbox_enqueue(
-                    to=message.to,
-                    cc=message.cc,
-                    bcc=message.bcc,
-                    reply_to=message.reply_to,
-                    subject=message.subject,
-                    body_text=message.body_text,
-                    body_html=message.body_html,
-                    from_email=message.from_email,
-                    headers=message.headers,
-                    kind=message.kind,
-                    source=message.source,
-                    dedup_key=f"resend:{message.pk}:{uuid.uuid4().hex}",
-                )
-                copy.resent_from = message
-                copy.save(update_fields=["resent_from"])
+            try:
+                copy = _enqueue_copy(message)
+            except OutboxError as exc:
+                # A row sent before today's rules (e.g. the header-text rule) may
+                # no longer be a valid email: refuse it with the reason, never a 500.
+                report.refused[message.pk] = str(exc)
+                continue
             report.created[message.pk] = copy.pk
         elif message.is_held(now):
             report.refused[message.pk] = REFUSED_HELD
         else:
             report.refused[message.pk] = "já está na fila"
     return report
+
+
+def _enqueue_copy(message: OutboxMessage) -> OutboxMessage:
+    with transaction.atomic():
+        copy = outbox_enqueue(
+            to=message.to,
+            cc=message.cc,
+            bcc=message.bcc,
+            reply_to=message.reply_to,
+            subject=message.subject,
+            body_text=message.body_text,
+            body_html=message.body_html,
+            from_email=message.from_email,
+            headers=message.headers,
+            kind=message.kind,
+            source=message.source,
+            dedup_key=f"resend:{message.pk}:{uuid.uuid4().hex}",
+        )
+        copy.resent_from = message
+        copy.save(update_fields=["resent_from"])
+    return copy
 
 
 def outbox_cancel(*, message_ids: Iterable[int]) -> ActionReport:

@@ -110,6 +110,19 @@ def test_resend_of_a_sent_message_queues_a_new_row_and_keeps_the_original(operat
     }
 
 
+def test_resend_of_a_sent_message_that_breaks_todays_header_rule_is_refused_not_a_500(operator_client):
+    # A row written before the header-text rule existed, with a vertical tab in
+    # its subject: the copy cannot be queued, and the operator is told why.
+    [message] = enqueue_messages(1)
+    _set(message, status=OutboxStatus.SENT, attempts=1, sent_at=timezone.now(), subject="Olá\x0bmundo")
+
+    response = _run_action(operator_client, "resend_messages", message)
+
+    assert response.status_code in (200, 302)
+    assert OutboxMessage.objects.count() == 1
+    assert not LogEntry.objects.filter(action_flag=ADDITION).exists()
+
+
 def test_staff_without_the_resend_permission_cannot_resend(client):
     may_retry_and_cancel = ["outbox_worker.view_outboxmessage", "outbox_worker.change_outboxmessage"]
     client.force_login(make_staff("estagiario", *may_retry_and_cancel))
