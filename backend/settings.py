@@ -41,15 +41,21 @@ if PRODUCTION and DEBUG:
     raise ImproperlyConfigured("DEBUG must be off in production: unset DEBUG (or set PRODUCTION=false off Railway).")
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[] if PRODUCTION else ["localhost", "127.0.0.1", "[::1]"])
-if PRODUCTION and not ALLOWED_HOSTS:
-    # Only processes that serve HTTP need it (backend/startup.py).
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# Railway gives each service with a domain RAILWAY_PUBLIC_DOMAIN (empty until
+# one is generated): that host is allowed and trusted without configuration.
+if os.environ.get("RAILWAY_PUBLIC_DOMAIN"):
+    ALLOWED_HOSTS.append(os.environ["RAILWAY_PUBLIC_DOMAIN"])
+    CSRF_TRUSTED_ORIGINS.append(f"https://{os.environ['RAILWAY_PUBLIC_DOMAIN']}")
+if PRODUCTION and not ALLOWED_HOSTS and not os.environ.get("RAILWAY_ENVIRONMENT_ID"):
+    # Only processes that serve HTTP need it (backend/startup.py). On Railway a
+    # web service without a domain yet still passes its healthcheck.
     MISSING_PRODUCTION_SETTINGS.append("ALLOWED_HOSTS")
 if PRODUCTION and "DATABASE_URL" not in os.environ:
     # Without it every process would quietly use a SQLite file of its own container.
     MISSING_PRODUCTION_SETTINGS.append("DATABASE_URL")
 # Railway's healthchecks come from this host; without it /healthz answers 400.
 ALLOWED_HOSTS.append("healthcheck.railway.app")
-CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
     "django.contrib.admin",
