@@ -7,7 +7,7 @@ def _env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
-# Railway (and honcho locally) tell the process which port to listen on.
+# Railway (and scripts/run locally) tell the process which port to listen on.
 bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{os.environ.get('PORT', '8000')}")
 # Sync workers: each handles one request at a time; requests never wait on SMTP.
 workers = _env_int("WEB_CONCURRENCY", 2)

@@ -68,9 +68,10 @@ def test_worker_draining_covers_finishing_the_message_in_hand():
     bounds = json.loads(result.stdout.strip().splitlines()[-1])
     # One send: the send deadline where it exists, else every try at EMAIL_TIMEOUT
     # for each of a few SMTP steps (connect, MAIL, RCPT, DATA) with the waits between.
-    send = bounds["send_deadline"] or bounds["tries"] * 4 * bounds["email_timeout"] + (
-        bounds["tries"] - 1
-    ) * bounds["retry_wait_max"]
+    send = (
+        bounds["send_deadline"]
+        or bounds["tries"] * 4 * bounds["email_timeout"] + (bounds["tries"] - 1) * bounds["retry_wait_max"]
+    )
     worker = railway_services()["worker"]
 
     assert worker["deploy"]["startCommand"] == procfile()["worker"]
@@ -93,9 +94,7 @@ def test_cron_runs_both_prune_commands_on_a_utc_schedule_and_exits():
     assert len(schedule.split()) == 5, schedule
     assert script[0] == "sh" and (ROOT / script[1]).is_file()
     commands = [
-        argv(line)[2]
-        for line in (ROOT / script[1]).read_text().splitlines()
-        if line.startswith("python manage.py ")
+        argv(line)[2] for line in (ROOT / script[1]).read_text().splitlines() if line.startswith("python manage.py ")
     ]
     assert commands == ["outbox_prune", "prune_idempotency_keys"]
     assert set(commands) <= set(get_commands())
