@@ -86,10 +86,13 @@ def throttle_hit(*, scope: str, client: str, rate: Rate, now: float | None = Non
     bucket = f"{scope}:{client_group(client)}:{window_start}"[:200]
     try:
         count = _increment(bucket=bucket, expires_at=datetime.fromtimestamp(window_end, tz=UTC))
-        _purge_expired(now=now)
     except DatabaseError as exc:
         log_event(logger, logging.WARNING, "throttle.store_unavailable", scope=scope, error=exc.__class__.__name__)
         return Decision(allowed=True, retry_after_seconds=0)
+    try:
+        _purge_expired(now=now)
+    except DatabaseError as exc:  # Expired rows wait for the next purge; the count above stands.
+        log_event(logger, logging.WARNING, "throttle.purge_failed", error=exc.__class__.__name__)
     if count <= rate.limit:
         return Decision(allowed=True, retry_after_seconds=0)
     return Decision(allowed=False, retry_after_seconds=max(1, math.ceil(window_end - now)))
