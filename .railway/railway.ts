@@ -1,7 +1,7 @@
 // The whole Railway project for this repository: PostgreSQL, the API (web),
 // the outbox worker and a daily cleanup (cron), all built from this repository.
 //
-//   npm ci --prefix .railway          # the pinned `railway` SDK this file imports
+//   cd .railway && npm ci             # the pinned `railway` SDK this file imports
 //   railway link                      # pick the Railway project and environment
 //   CURSOS_GITHUB_REPO=owner/name railway config plan    # preview
 //   CURSOS_GITHUB_REPO=owner/name railway config apply   # apply
