@@ -7,7 +7,7 @@ def _env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
-# Railway (and honcho locally) tell the process which port to listen on.
+# Railway (and scripts/run locally) tell the process which port to listen on.
 bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{os.environ.get('PORT', '8000')}")
 # Sync workers: each handles one request at a time; requests never wait on SMTP.
 workers = _env_int("WEB_CONCURRENCY", 2)
@@ -47,3 +47,23 @@ if os.environ.get("LOG_FORMAT", "text") == "json":
 # gunicorn's control socket (for `gunicornc`) is not used here, and its default
 # path is one per user, shared by every gunicorn on the machine.
 control_socket_disable = os.environ.get("GUNICORN_CONTROL_SOCKET", "off") == "off"
+
+
+def on_starting(server: object) -> None:
+    """Refuse to start, in one line, when production settings are missing (backend/startup.py).
+
+    Runs in the master before any worker boots, so a misconfigured deploy
+    fails its healthcheck with a sentence instead of a worker-boot traceback.
+    """
+    import sys
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.settings")
+    from django.core.exceptions import ImproperlyConfigured
+
+    try:
+        from backend.startup import require_production_config
+
+        require_production_config(serves_http=True)
+    except ImproperlyConfigured as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        sys.exit(2)

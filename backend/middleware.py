@@ -1,5 +1,6 @@
-"""Request-level plumbing: request ids, JSON errors for API clients, body size."""
+"""Request-level plumbing: request ids, JSON errors for API clients, body size, client address."""
 
+import ipaddress
 import re
 import uuid
 from collections.abc import Callable
@@ -128,3 +129,45 @@ class RequestSizeLimitMiddleware:
                 detail = _("Corpo da requisição grande demais (máximo de %(limit)d bytes).") % {"limit": limit}
             return json_error(request, 413, detail)
         return self.get_response(request)
+
+
+# --- The client's address ------------------------------------------------------
+# Where a request's client address comes from (settings.CLIENT_ADDRESS_FROM):
+#   "socket":  REMOTE_ADDR only. Local runs and tests: nothing in front of the app,
+#              so any X-Forwarded-For/X-Real-IP header was written by the client.
+#   "railway": Railway's edge proxy. Its documented X-Real-IP; without it, the
+#              entry before the edge's own in `X-Forwarded-For: <client>, <edge>`.
+#   "x-forwarded-for": NUM_PROXIES trusted proxies each append the address they
+#              saw; the client is the entry NUM_PROXIES from the end.
+# A header that is missing or does not hold an IP address falls back to the socket.
+_RAILWAY_HOPS = 2
+
+
+def _valid_ip(text: str) -> str | None:
+    text = text.strip()
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
+def _forwarded_for(meta: dict, hops: int) -> str | None:
+    entries = [part for part in meta.get("HTTP_X_FORWARDED_FOR", "").split(",") if part.strip()]
+    if hops < 1 or not entries:
+        return None
+    return _valid_ip(entries[-min(hops, len(entries))])
+
+
+def client_address_from(meta: dict, *, source: str, num_proxies: int) -> str:
+    """Return the client's address for the request whose WSGI environ is `meta`."""
+    found = None
+    if source == "railway":
+        found = _valid_ip(meta.get("HTTP_X_REAL_IP", "")) or _forwarded_for(meta, _RAILWAY_HOPS)
+    elif source == "x-forwarded-for":
+        found = _forwarded_for(meta, num_proxies)
+    return found or meta.get("REMOTE_ADDR", "") or "unknown"
+
+
+def client_address(request: HttpRequest) -> str:
+    """The client's address for `request`, as configured (CLIENT_ADDRESS_FROM, NUM_PROXIES)."""
+    return client_address_from(request.META, source=settings.CLIENT_ADDRESS_FROM, num_proxies=settings.NUM_PROXIES)

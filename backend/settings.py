@@ -24,20 +24,38 @@ DEBUG = env.bool("DEBUG", default=False)
 # is the explicit way out (e.g. a throwaway preview environment).
 PRODUCTION = env.bool("PRODUCTION", default=not DEBUG or bool(os.environ.get("RAILWAY_ENVIRONMENT_ID")))
 
+# --- Production configuration (reported by backend/startup.py) ----------------
+# Missing values are listed here, not raised: the build step (collectstatic)
+# runs with RAILWAY_ENVIRONMENT_ID set but before a new service has any
+# variables, and needs none of them. Every process that does need them
+# (gunicorn, the worker, migrate, any manage.py command but collectstatic)
+# refuses to start with one line naming what is missing.
+MISSING_PRODUCTION_SETTINGS: list[str] = []
 SECRET_KEY = env.str("SECRET_KEY", default="")
 if not SECRET_KEY:
     if PRODUCTION:
-        raise ImproperlyConfigured("SECRET_KEY must be set in production (DEBUG off or on Railway).")
-    SECRET_KEY = "insecure-development-key-do-not-use-in-production"
+        MISSING_PRODUCTION_SETTINGS.append("SECRET_KEY")
+    else:
+        SECRET_KEY = "insecure-development-key-do-not-use-in-production"
 if PRODUCTION and DEBUG:
     raise ImproperlyConfigured("DEBUG must be off in production: unset DEBUG (or set PRODUCTION=false off Railway).")
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[] if PRODUCTION else ["localhost", "127.0.0.1", "[::1]"])
-if PRODUCTION and not ALLOWED_HOSTS:
-    raise ImproperlyConfigured("ALLOWED_HOSTS must list the public host names in production (e.g. app.up.railway.app).")
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# Railway gives each service with a domain RAILWAY_PUBLIC_DOMAIN (empty until
+# one is generated): that host is allowed and trusted without configuration.
+if os.environ.get("RAILWAY_PUBLIC_DOMAIN"):
+    ALLOWED_HOSTS.append(os.environ["RAILWAY_PUBLIC_DOMAIN"])
+    CSRF_TRUSTED_ORIGINS.append(f"https://{os.environ['RAILWAY_PUBLIC_DOMAIN']}")
+if PRODUCTION and not ALLOWED_HOSTS and not os.environ.get("RAILWAY_ENVIRONMENT_ID"):
+    # Only processes that serve HTTP need it (backend/startup.py). On Railway a
+    # web service without a domain yet still passes its healthcheck.
+    MISSING_PRODUCTION_SETTINGS.append("ALLOWED_HOSTS")
+if PRODUCTION and "DATABASE_URL" not in os.environ:
+    # Without it every process would quietly use a SQLite file of its own container.
+    MISSING_PRODUCTION_SETTINGS.append("DATABASE_URL")
 # Railway's healthchecks come from this host; without it /healthz answers 400.
 ALLOWED_HOSTS.append("healthcheck.railway.app")
-CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -56,6 +74,7 @@ INSTALLED_APPS = [
     "outbox_worker",
     "backend.products",
     "backend.enrollments",
+    "backend.throttle",
 ]
 
 MIDDLEWARE = [
@@ -116,11 +135,9 @@ else:
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# Shared by every gunicorn worker and every replica: the enrollment throttle
-# counts requests here. The table comes from `createcachetable` (pre-deploy
-# command; the test runner creates it). CACHE_URL=locmemcache:// counts per
-# worker process instead.
-CACHES = {"default": env.cache_url("CACHE_URL", default="dbcache://django_cache")}
+# Nothing shared lives in Django's cache (the enrollment throttle counts in its
+# own table, backend/throttle): a per-process memory cache is enough.
+CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -240,11 +257,20 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
     + (["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    # Proxies in front of the app that append to X-Forwarded-For (Railway: one).
-    # The throttle then keys on the address the last proxy saw, which a client
-    # cannot forge; 0 = no proxy, use the socket's address.
-    "NUM_PROXIES": env.int("NUM_PROXIES", default=1),
 }
+# --- Client address (backend.middleware.client_address) ------------------------
+# Which header, if any, names the client: "railway" (Railway's X-Real-IP) is the
+# default on Railway, "socket" (the TCP peer; forwarded headers are ignored, so
+# a client cannot pick its own throttle bucket) everywhere else, and
+# "x-forwarded-for" trusts NUM_PROXIES proxies that append to X-Forwarded-For.
+CLIENT_ADDRESS_FROM = env.str(
+    "CLIENT_ADDRESS_FROM", default="railway" if os.environ.get("RAILWAY_ENVIRONMENT_ID") else "socket"
+)
+if CLIENT_ADDRESS_FROM not in ("railway", "socket", "x-forwarded-for"):
+    raise ImproperlyConfigured(
+        f"CLIENT_ADDRESS_FROM must be railway, socket or x-forwarded-for, not {CLIENT_ADDRESS_FROM!r}."
+    )
+NUM_PROXIES = env.int("NUM_PROXIES", default=1)
 # Anonymous enrollment POSTs per client address, e.g. "20/min", "100/hour";
 # empty turns the throttle off.
 ENROLLMENT_THROTTLE_RATE = env.str("ENROLLMENT_THROTTLE_RATE", default="20/min") or None

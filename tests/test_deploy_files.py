@@ -1,25 +1,7 @@
-"""The deploy files say what the Procfile and the docs say."""
-
-import json
-import shlex
+"""The deploy guide names what the deploy really runs."""
 
 from tests.child_django import ROOT
-
-
-def procfile() -> dict[str, str]:
-    return dict(line.split(": ", 1) for line in (ROOT / "Procfile").read_text().splitlines() if ": " in line)
-
-
-def test_railway_configs_start_the_procfile_commands():
-    web = json.loads((ROOT / "deploy/railway.web.json").read_text())["deploy"]
-    worker = json.loads((ROOT / "deploy/railway.worker.json").read_text())["deploy"]
-
-    assert web["startCommand"] == procfile()["web"]
-    assert worker["startCommand"] == procfile()["worker"]
-    # gunicorn is started directly (no shell in between), so Railway's SIGTERM reaches it.
-    assert shlex.split(web["startCommand"])[0] == "gunicorn"
-    assert web["healthcheckPath"] == "/healthz"
-    assert isinstance(web["drainingSeconds"], int) and isinstance(worker["drainingSeconds"], int)
+from tests.railway_iac import procfile, railway_services
 
 
 def test_python_version_is_pinned_for_railpack():
@@ -28,12 +10,20 @@ def test_python_version_is_pinned_for_railpack():
 
 def test_the_deploy_guide_names_every_command_it_relies_on():
     guide = (ROOT / "docs/deploy-railway.md").read_text()
+    services = railway_services()
     for text in (
         procfile()["web"],
         procfile()["worker"],
-        "sh scripts/predeploy",
-        "collectstatic",
+        procfile()["release"],
+        services["web"]["build"]["buildCommand"],
+        services["cron"]["deploy"]["startCommand"],
+        services["cron"]["deploy"]["cronSchedule"],
+        str(services["web"]["deploy"]["drainingSeconds"]),
+        str(services["worker"]["deploy"]["drainingSeconds"]),
         "/healthz",
+        "railway config plan",
+        "railway config apply",
+        "railway ssh",
         "RAILWAY_DEPLOYMENT_DRAINING_SECONDS",
     ):
         assert text in guide, text

@@ -100,6 +100,8 @@ def test_procfile_web_and_worker_enroll_and_deliver_then_stop_cleanly(smtp_serve
         "LOG_FORMAT": "json",
         "OUTBOX_POLL_INTERVAL": "0.2",
         "ENROLLMENT_THROTTLE_RATE": "3/min",
+        # As on Railway: the client is the address its proxy reports.
+        "CLIENT_ADDRESS_FROM": "railway",
         "PYTHONUNBUFFERED": "1",
     }
     commands = procfile()
@@ -126,7 +128,7 @@ def test_procfile_web_and_worker_enroll_and_deliver_then_stop_cleanly(smtp_serve
         assert received.rcpt_tos == ["ana@example.com"]
         assert "Django na Pr" in received.message["Subject"] or "Django_na_Pr" in received.message["Subject"]
 
-        # The throttle counts in the database cache, so two gunicorn workers
+        # The throttle counts in one database table, so two gunicorn workers
         # share one budget per client: the 4th request is refused whichever
         # worker gets it.
         statuses = [

@@ -1,5 +1,4 @@
 import pytest
-from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from backend.enrollments.models import Enrollment
@@ -81,15 +80,14 @@ def test_invalid_input_with_a_key_stores_nothing_so_a_corrected_retry_works():
     assert response.status_code == 201
 
 
-# --- throttling ----------------------------------------------------------------
+# --- throttling (the store itself: tests/throttle/test_store.py) ------------------
 
 
 @pytest.fixture
-def throttle(settings):
+def throttle(settings, monkeypatch):
     settings.ENROLLMENT_THROTTLE_RATE = "3/min"
-    cache.clear()
-    yield
-    cache.clear()
+    # One fixed instant: a minute boundary never falls between a test's requests.
+    monkeypatch.setattr("backend.throttle.services._now", lambda: 1_800_000_010.0)
 
 
 def _attempts(n, **headers):
@@ -101,31 +99,62 @@ def _attempts(n, **headers):
 
 
 def test_anonymous_posts_over_the_rate_get_429_with_retry_after(throttle):
-    assert _attempts(3, HTTP_X_FORWARDED_FOR="203.0.113.7") == [201, 201, 201]
+    assert _attempts(3) == [201, 201, 201]
 
-    response = post({"product": 1, "name": "Ana", "email": "z@example.com"}, HTTP_X_FORWARDED_FOR="203.0.113.7")
+    response = post({"product": 1, "name": "Ana", "email": "z@example.com"})
 
     assert response.status_code == 429
-    assert int(response["Retry-After"]) > 0
+    assert response["Retry-After"] == "50"  # the rest of the minute
     assert "detail" in response.json()
 
 
-def test_each_forwarded_client_has_its_own_budget(throttle):
-    assert _attempts(3, HTTP_X_FORWARDED_FOR="203.0.113.7") == [201, 201, 201]
-    # One proxy (NUM_PROXIES=1): the last X-Forwarded-For entry is the client.
-    assert _attempts(1, HTTP_X_FORWARDED_FOR="203.0.113.7, 198.51.100.9") == [201]
-
-
-def test_a_client_cannot_escape_the_throttle_by_forging_x_forwarded_for(throttle):
-    # The proxy appends the real address; whatever the client put first is ignored.
+def test_without_a_proxy_a_forged_header_never_picks_the_bucket(throttle):
+    # CLIENT_ADDRESS_FROM=socket (the default off Railway): headers are the client's own words.
     statuses = [
         post(
             {"product": 1, "name": "Ana", "email": f"a{i}@example.com"},
-            HTTP_X_FORWARDED_FOR=f"10.0.0.{i}, 203.0.113.7",
+            HTTP_X_FORWARDED_FOR=f"10.0.0.{i}",
+            HTTP_X_REAL_IP=f"10.0.1.{i}",
         ).status_code
         for i in range(4)
     ]
     assert statuses[-1] == 429
+
+
+def test_behind_railway_each_client_has_its_own_budget(throttle, settings):
+    settings.CLIENT_ADDRESS_FROM = "railway"
+    assert _attempts(3, HTTP_X_REAL_IP="203.0.113.7") == [201, 201, 201]
+    assert _attempts(1, HTTP_X_REAL_IP="203.0.113.7") == [429]
+    assert _attempts(1, HTTP_X_REAL_IP="198.51.100.9") == [201]
+
+
+def test_two_clients_behind_the_same_railway_edge_get_separate_budgets(throttle, settings):
+    settings.CLIENT_ADDRESS_FROM = "railway"
+    assert _attempts(3, HTTP_X_FORWARDED_FOR="203.0.113.7, 10.8.0.1") == [201, 201, 201]
+    assert _attempts(1, HTTP_X_FORWARDED_FOR="198.51.100.9, 10.8.0.1") == [201]
+    assert _attempts(1, HTTP_X_FORWARDED_FOR="203.0.113.7, 10.8.0.1") == [429]
+
+
+def test_an_ipv6_client_cannot_escape_by_rotating_through_its_64(throttle, settings):
+    settings.CLIENT_ADDRESS_FROM = "railway"
+    statuses = [_attempts(1, HTTP_X_REAL_IP=f"2001:db8:0:7::{i:x}")[0] for i in range(1, 5)]
+
+    assert statuses == [201, 201, 201, 429]
+    assert _attempts(1, HTTP_X_REAL_IP="2001:db8:0:8::1") == [201]
+
+
+def test_an_unavailable_store_lets_the_enrollment_through_and_warns(throttle, caplog):
+    from django.db import connection
+
+    with connection.cursor() as cursor:  # undone with the test's transaction
+        cursor.execute("ALTER TABLE throttle_throttlecounter RENAME TO throttle_gone")
+
+    with caplog.at_level("WARNING", logger="backend.throttle"):
+        statuses = _attempts(4)
+
+    assert statuses == [201, 201, 201, 201]
+    assert Enrollment.objects.count() == 4
+    assert any(getattr(r, "event", None) == "throttle.store_unavailable" for r in caplog.records), caplog.text
 
 
 @pytest.mark.parametrize(("language", "words"), [("pt-BR", "segundos"), ("en", "throttled")])
