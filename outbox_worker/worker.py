@@ -1,11 +1,16 @@
 """The delivery loop behind `manage.py outbox_worker`.
 
-Each turn: claim a batch in a short committed transaction, send outside any
-transaction over one backend connection, write the outcomes with guarded
-updates. A crash at any line leaves every row either finished or leased; a
-lease that runs out makes the row claimable again (at-least-once delivery).
-Beside the sender loop(s) run a lease keeper (so a slow send keeps its row)
-and, on PostgreSQL, a LISTEN thread that wakes idle senders at commit time.
+Each turn: claim a batch in a short committed transaction (nothing charged),
+then for each small group of messages mark them started (their attempt is
+counted, in the same transaction as the previous group's outcomes) and send
+them outside any transaction. A crash at any line leaves every row either
+finished, or held by a worker whose heartbeat goes stale so another worker
+takes it back: rows never started cost nothing, rows in the started group
+cost one attempt, and a message that kills the worker twice is failed alone.
+
+Beside the sender loop(s) run a keeper thread (heartbeat, leases, the
+outcome flush, the send deadline) and, on PostgreSQL, a LISTEN thread that
+wakes idle senders at commit time.
 """
 
 import logging
@@ -16,26 +21,27 @@ import signal
 import socket
 import threading
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable
+from datetime import timedelta
 from typing import TypeVar
 
 from django.conf import settings
 from django.core.mail import get_connection
 from django.core.mail.backends.base import BaseEmailBackend
 from django.db import DatabaseError, InterfaceError, close_old_connections, connection
-from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.backends.signals import connection_created
 from django.utils import timezone
 
-from .background import LeaseKeeper, NotificationListener, Waker
+from .background import Keeper, NotificationListener, Waker, sever
 from .claim import outbox_claim_batch
 from .conf import outbox_settings
 from .delivery import close_quietly, deliver
+from .logevents import log_event
 from .models import AttemptOutcome, DeliveryAttempt, OutboxMessage, OutboxStatus
 from .retry import RetryPolicy
 from .throttle import RateLimiter
-from .transitions import Outcome, outbox_finish, outbox_release
+from .transitions import Outcome, outbox_finish, outbox_mark_started, outbox_release
 
 logger = logging.getLogger("outbox_worker.worker")
 
@@ -44,6 +50,8 @@ T = TypeVar("T")
 # Waits after a database error, growing up to the last one: the database
 # restarting must cost a pause, never a crash loop or a message marked failed.
 DATABASE_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
+# A message in flight when its worker died this many times is failed, alone.
+QUARANTINE_AFTER = 2
 
 
 def _recycle_database_connection(*, force: bool = False) -> None:
@@ -58,13 +66,6 @@ def _recycle_database_connection(*, force: bool = False) -> None:
         connection.close()
     else:
         close_old_connections()
-
-
-def _relax_commit_durability(sender: object, connection: BaseDatabaseWrapper, **kwargs: object) -> None:
-    # See OutboxSettings.ASYNC_COMMIT: only this process's sessions are affected.
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SET synchronous_commit TO OFF")
 
 
 def make_worker_id() -> str:
@@ -97,17 +98,31 @@ class OutboxWorker:
         self.concurrency = concurrency
         self.notify = outbox_settings.NOTIFY if notify is None else notify
         self.rate_limiter = RateLimiter(rate) if rate else None
-        self.finish_every = outbox_settings.FINISH_EVERY
+        self.group_size = max(1, outbox_settings.FINISH_EVERY)
+        self.send_deadline = outbox_settings.SEND_DEADLINE
         self.worker_id = worker_id or make_worker_id()
         self.policy = policy or RetryPolicy.from_settings()
         self.connection_factory = connection_factory
         self.stats: Counter[str] = Counter()
         self.waker = Waker()
-        # Guards `stats` and `_in_hand`, which every sender thread updates.
+        # Guards every attribute below, shared by the sender threads and the keeper.
         self._lock = threading.Lock()
-        # Rows claimed by this process whose outcome is not yet written.
+        # Rows claimed by this process whose outcome is not yet written: the
+        # keeper extends their leases (except those past the send deadline).
         self._in_hand: set[int] = set()
+        self._past_deadline: set[int] = set()
+        # Outcomes waiting to be written, and when the oldest arrived (monotonic).
+        self._unwritten: list[Outcome] = []
+        self._oldest_unwritten: float | None = None
+        # Sends in progress by sender thread: (message id, start, backend).
+        self._sends: dict[int, tuple[int, float, BaseEmailBackend]] = {}
+        # Held while outcomes are written, so a mark never overtakes a flush in flight.
+        self._write_lock = threading.Lock()
+        # One message already interrupted at a time per process: if it kills the
+        # worker again, no other suspect is caught in flight with it.
+        self._suspect_lock = threading.Lock()
         self._stopping = threading.Event()
+        self._once_wait_until: float | None = None
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -117,9 +132,9 @@ class OutboxWorker:
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         if self._stopping.is_set():
-            logger.warning("outbox.worker_abort worker=%s signal=%s", self.worker_id, signum)
+            log_event(logger, logging.WARNING, "outbox.worker_abort", worker=self.worker_id, signal=signum)
             raise SystemExit(1)
-        logger.info("outbox.worker_stopping worker=%s signal=%s", self.worker_id, signum)
+        log_event(logger, logging.INFO, "outbox.worker_stopping", worker=self.worker_id, signal=signum)
         self.shutdown()
 
     def shutdown(self) -> None:
@@ -133,22 +148,30 @@ class OutboxWorker:
 
     def run(self) -> Counter[str]:
         """Deliver until shut down (or, with `once`, until nothing is due)."""
-        listen = self.notify and not self.once and connection.vendor == "postgresql"
-        logger.info(
-            "outbox.worker_started worker=%s concurrency=%s batch_size=%s poll_interval=%s lease_seconds=%s notify=%s",
-            self.worker_id, self.concurrency, self.batch_size, self.poll_interval, self.lease_seconds, listen,
+        # Inside the caller's transaction (a test case, an inline call) other
+        # connections cannot see our rows: everything then runs on this one.
+        inline = connection.in_atomic_block
+        listen = self.notify and not self.once and not inline and connection.vendor == "postgresql"
+        log_event(
+            logger, logging.INFO, "outbox.worker_started", worker=self.worker_id, concurrency=self.concurrency,
+            batch_size=self.batch_size, poll_interval=self.poll_interval, lease_seconds=self.lease_seconds,
+            send_deadline=self.send_deadline, notify=listen,
         )  # fmt: skip
         if getattr(settings, "EMAIL_TIMEOUT", None) is None:
-            # The lease keeper would keep a row hung on a silent server forever.
-            logger.warning("outbox.no_email_timeout: set EMAIL_TIMEOUT, or a hung SMTP server blocks a sender for good")
-        if outbox_settings.ASYNC_COMMIT:
-            connection_created.connect(_relax_commit_durability, dispatch_uid="outbox_worker_async_commit")
-            _recycle_database_connection(force=True)
+            log_event(logger, logging.WARNING, "outbox.no_email_timeout", advice="set EMAIL_TIMEOUT")
         senders_done = threading.Event()
-        keeper = LeaseKeeper(
-            worker_id=self.worker_id, lease_seconds=self.lease_seconds, stopping=senders_done, in_hand=self._in_hand_ids
-        )
+        keeper = Keeper(
+            worker_id=self.worker_id, lease_seconds=self.lease_seconds, stopping=senders_done,
+            lease_ids=self._lease_ids, flush_due=self._flush_due, enforce_deadline=self._enforce_deadline,
+            use_database=not inline,
+        )  # fmt: skip
+        if inline:
+            keeper.beat()
         keeper.start()
+        # Claim only once others can see we are alive, or they would take our rows back.
+        while not inline and not keeper.first_beat.wait(0.5):
+            if self.stopping:
+                break
         listener = NotificationListener(waker=self.waker, stopping=self._stopping) if listen else None
         if listener is not None:
             listener.start()
@@ -170,8 +193,10 @@ class OutboxWorker:
                 listener.stop()
             senders_done.set()
             keeper.join()
-            connection_created.disconnect(dispatch_uid="outbox_worker_async_commit")
-        logger.info("outbox.worker_stopped worker=%s %s", self.worker_id, _format_stats(self.stats))
+            if inline:
+                keeper.gone()
+        stats = dict(sorted(self.stats.items()))
+        log_event(logger, logging.INFO, "outbox.worker_stopped", worker=self.worker_id, **stats)
         return self.stats
 
     def _sender_thread(self) -> None:
@@ -192,143 +217,285 @@ class OutboxWorker:
                 try:
                     claimed = self.process_batch(backend)
                     failures = 0
-                except Exception as exc:  # one bad turn must never stop the queue
+                except Exception as exc:  # noqa: BLE001 - one bad turn must never stop the queue
                     close_quietly(backend)
                     delay = DATABASE_RETRY_DELAYS[min(failures, len(DATABASE_RETRY_DELAYS) - 1)]
                     failures += 1
                     if isinstance(exc, (DatabaseError, InterfaceError)):
-                        logger.error(
-                            "outbox.database_error worker=%s retry_in=%.1fs error=%r", self.worker_id, delay, exc
-                        )
+                        log_event(logger, logging.ERROR, "outbox.database_error", worker=self.worker_id,
+                                  retry_in=delay, error=repr(exc))  # fmt: skip
                     else:
-                        logger.exception("outbox.unexpected_error worker=%s retry_in=%.1fs", self.worker_id, delay)
+                        log_event(logger, logging.ERROR, "outbox.unexpected_error", worker=self.worker_id,
+                                  retry_in=delay, error=repr(exc), traceback=traceback.format_exc())  # fmt: skip
                     _recycle_database_connection()
                     self._stopping.wait(delay)
                     continue
                 if claimed == 0:
                     close_quietly(backend)
                     if self.once:
-                        break
+                        if not self._once_should_wait():
+                            break
+                        self._stopping.wait(max(0.2, self.poll_interval))
+                        continue
                     self.waker.wait(since, self.poll_interval)
         finally:
             close_quietly(backend)
 
+    def _once_should_wait(self) -> bool:
+        """Under --once, whether to wait for rows that other workers hold.
+
+        A worker killed a moment ago still looks alive until its heartbeat goes
+        stale; waiting that long (once) lets --once take its rows too instead of
+        exiting with them stuck in `sending`. Rows of live workers end the wait
+        when the staleness window has passed.
+        """
+        if self._once_wait_until is None:
+            horizon = outbox_settings.WORKER_STALE_AFTER + outbox_settings.HEARTBEAT_SECONDS
+            self._once_wait_until = time.monotonic() + horizon
+        if time.monotonic() > self._once_wait_until:
+            return False
+        return OutboxMessage.objects.filter(status=OutboxStatus.SENDING).exclude(locked_by=self.worker_id).exists()
+
     # --- one batch -----------------------------------------------------------
 
-    def _in_hand_ids(self) -> list[int]:
+    def _lease_ids(self) -> list[int]:
         with self._lock:
-            return list(self._in_hand)
+            return list(self._in_hand - self._past_deadline)
 
     def process_batch(self, backend: BaseEmailBackend) -> int:
         """Claim and deliver one batch over `backend`; return how many messages were claimed."""
-        messages = outbox_claim_batch(
-            worker_id=self.worker_id, limit=self.claim_size, lease_seconds=self.lease_seconds, now=timezone.now()
-        )
+        messages = outbox_claim_batch(worker_id=self.worker_id, limit=self.claim_size, lease_seconds=self.lease_seconds)
         if not messages:
             return 0
-        unstarted = {message.pk for message in messages}
         with self._lock:
-            self._in_hand.update(unstarted)
-        outcomes: list[Outcome] = []
+            self._in_hand.update(message.pk for message in messages)
+        waiting = list(messages)  # claimed, not yet sent
+        marked: set[int] = set()
         try:
-            oldest_unwritten = 0.0
-            for message in messages:
-                if self.stopping:
-                    break
-                # Write what we have before the next send once there are enough
-                # outcomes, or once the oldest has waited FINISH_WITHIN seconds:
-                # the re-send window of a crash stays small with a slow provider too.
-                if outcomes and (
-                    len(outcomes) >= self.finish_every
-                    or time.monotonic() - oldest_unwritten >= outbox_settings.FINISH_WITHIN
+            while waiting and not self.stopping:
+                message = waiting[0]
+                if message.interruptions >= QUARANTINE_AFTER or (
+                    message.interruptions and message.attempts >= message.max_attempts
                 ):
-                    self._write(outcomes)
-                    outcomes = []
-                # Once in hand, a message is never "released": if we die now it
-                # may already be with the provider, so only its lease brings it back.
-                unstarted.discard(message.pk)
+                    waiting.pop(0)
+                    self._add_outcome(self._quarantine(message))
+                    continue
+                if message.pk not in marked:
+                    group = self._next_group(waiting)
+                    attempts = self._mark_started(group)
+                    for member in group:
+                        if member.pk in attempts:
+                            member.attempts = attempts[member.pk]
+                            marked.add(member.pk)
+                        else:  # taken back by another worker meanwhile: not ours to send
+                            waiting.remove(member)
+                            self._forget([member.pk])
+                    continue
+                waiting.pop(0)
                 if self.rate_limiter is not None:
                     self.rate_limiter.acquire()
-                outcomes.append(self._deliver(message, backend))
-                if len(outcomes) == 1:
-                    oldest_unwritten = time.monotonic()
+                if message.interruptions:
+                    with self._suspect_lock:
+                        outcome = self._deliver(message, backend)
+                else:
+                    outcome = self._deliver(message, backend)
+                self._add_outcome(outcome)
+                if self._flush_overdue():
+                    self._write(self._take_unwritten())
         finally:
             try:
-                if outcomes:
-                    self._write(outcomes)
-                if unstarted:
-                    released = outbox_release(message_ids=unstarted, worker_id=self.worker_id, now=timezone.now())
-                    logger.info("outbox.released worker=%s count=%s", self.worker_id, released)
+                self._write(self._take_unwritten())
+                if waiting:
+                    ids = [message.pk for message in waiting]
+                    released = self._with_database_retry(
+                        lambda: outbox_release(message_ids=ids, worker_id=self.worker_id)
+                    )
+                    log_event(logger, logging.INFO, "outbox.released", worker=self.worker_id, count=released)
             finally:
-                # Written or not, these rows are no longer ours to keep alive:
-                # any whose outcome was lost come back when their lease ends.
+                # Written, handed back or not, this batch's rows are no longer
+                # ours to keep alive: any whose write failed come back when
+                # their lease runs out.
                 with self._lock:
-                    self._in_hand.difference_update(message.pk for message in messages)
+                    still_unwritten = {o.message_id for o in self._unwritten}
+                self._forget(m.pk for m in messages if m.pk not in still_unwritten)
         return len(messages)
 
-    def _deliver(self, message: OutboxMessage, backend: BaseEmailBackend) -> Outcome:
-        if message.attempts > message.max_attempts:
-            # Every earlier delivery ended with its worker gone mid-send.
-            now = timezone.now()
-            error = f"interrupted {message.attempts - 1} times (worker stopped or crashed mid-send); giving up"
-            abandoned = DeliveryAttempt(
-                message_id=message.pk, attempt=message.attempts, worker=self.worker_id, started_at=now,
-                finished_at=now, outcome=AttemptOutcome.ABANDONED, error=error,
-            )  # fmt: skip
-            return Outcome(message.pk, OutboxStatus.FAILED, error=error, attempts=[abandoned])
+    def _next_group(self, waiting: list[OutboxMessage]) -> list[OutboxMessage]:
+        """The messages to mark started together: up to `group_size`, a suspect alone.
 
-        started = time.monotonic()
-        result = deliver(
-            message,
-            connection=backend,
-            policy=self.policy,
-            worker_id=self.worker_id,
-            sleep=self._stopping.wait,
-            should_stop=lambda: self.stopping,
-        )
-        if result.sent:
-            outcome = Outcome(message.pk, OutboxStatus.SENT, attempts=result.attempts)
-        elif result.transient and message.attempts < message.max_attempts:
-            retry_at = timezone.now() + self.policy.backoff(message.attempts)
-            outcome = Outcome(message.pk, OutboxStatus.PENDING, result.error, retry_at, result.attempts)
+        A message that was in flight when a worker died (a suspect) is marked
+        and sent alone: if it kills this worker too, it is the only one
+        charged, and the only one failed after the second time.
+        """
+        if waiting[0].interruptions:
+            return waiting[:1]
+        group = []
+        for message in waiting[: self.group_size]:
+            if message.interruptions:
+                break
+            group.append(message)
+        return group
+
+    def _mark_started(self, group: list[OutboxMessage]) -> dict[int, int]:
+        # The mark commits before the first send of the group, and every outcome
+        # so far is written with it: if a send kills the worker, the rows marked
+        # started are exactly this group (and any other sender's).
+        with self._write_lock:
+            outcomes = self._take_unwritten()
+            attempts, lost = self._with_database_retry(
+                lambda: outbox_mark_started(
+                    message_ids=[m.pk for m in group], worker_id=self.worker_id, outcomes=outcomes
+                )
+            )
+            self._written(outcomes, lost)
+        return attempts
+
+    def _quarantine(self, message: OutboxMessage) -> Outcome:
+        if message.interruptions >= QUARANTINE_AFTER:
+            error = f"interrupted {message.interruptions} times (the worker died while sending it); not sent again"
         else:
-            error = result.error
-            if result.transient:
-                error = f"attempts exhausted ({message.attempts}/{message.max_attempts}): {error}"
-            outcome = Outcome(message.pk, OutboxStatus.FAILED, error=error, attempts=result.attempts)
-        logger.info(
-            "outbox.delivery id=%s attempt=%s outcome=%s tries=%s duration_ms=%.1f",
-            message.pk, message.attempts, _OUTCOME_NAMES[outcome.status], len(result.attempts),
-            (time.monotonic() - started) * 1000,
+            error = f"attempts exhausted ({message.attempts}/{message.max_attempts}), the last one interrupted"
+        now = timezone.now()
+        abandoned = DeliveryAttempt(
+            message_id=message.pk, attempt=message.attempts, worker=self.worker_id, started_at=now,
+            finished_at=now, outcome=AttemptOutcome.ABANDONED, error=error,
+        )  # fmt: skip
+        return Outcome(message.pk, OutboxStatus.FAILED, error=error, attempts=[abandoned])
+
+    def _deliver(self, message: OutboxMessage, backend: BaseEmailBackend) -> Outcome:
+        started = time.monotonic()
+        thread = threading.get_ident()
+        with self._lock:
+            self._sends[thread] = (message.pk, started, backend)
+        try:
+            result = deliver(
+                message,
+                connection=backend,
+                policy=self.policy,
+                worker_id=self.worker_id,
+                sleep=self._stopping.wait,
+                should_stop=lambda: self.stopping or self._is_past_deadline(message.pk),
+            )
+        finally:
+            with self._lock:
+                del self._sends[thread]
+        if self._is_past_deadline(message.pk):
+            outcome = self._abandoned(message, result.attempts, time.monotonic() - started)
+        elif result.sent:
+            outcome = Outcome(message.pk, OutboxStatus.SENT, attempts=result.attempts)
+        else:
+            outcome = self._failed(message, result.error, result.transient, result.attempts)
+        log_event(
+            logger, logging.INFO, "outbox.delivery", id=message.pk, attempt=message.attempts,
+            outcome=_OUTCOME_NAMES[outcome.status], tries=len(result.attempts),
+            duration_ms=round((time.monotonic() - started) * 1000, 1),
         )  # fmt: skip
         return outcome
 
+    def _failed(self, message: OutboxMessage, error: str, transient: bool, tries: list[DeliveryAttempt]) -> Outcome:
+        """A delivery that did not go through: back to the queue with the backoff while attempts remain."""
+        if transient and message.attempts < message.max_attempts:
+            return Outcome(message.pk, OutboxStatus.PENDING, error, self.policy.backoff(message.attempts), tries)
+        if transient:
+            error = f"attempts exhausted ({message.attempts}/{message.max_attempts}): {error}"
+        return Outcome(message.pk, OutboxStatus.FAILED, error, attempts=tries)
+
+    def _abandoned(self, message: OutboxMessage, tries: list[DeliveryAttempt], elapsed: float) -> Outcome:
+        """The send outlived OUTBOX_SEND_DEADLINE: hand the row back, the attempt spent and recorded."""
+        error = f"abandoned: the send took longer than OUTBOX_SEND_DEADLINE ({self.send_deadline:g} s)"
+        now = timezone.now()
+        record = DeliveryAttempt(
+            message_id=message.pk, attempt=message.attempts, try_number=len(tries) + 1, worker=self.worker_id,
+            started_at=now - timedelta(seconds=elapsed), finished_at=now, outcome=AttemptOutcome.ABANDONED, error=error,
+        )  # fmt: skip
+        return self._failed(message, error, True, [*tries, record])
+
+    # --- the send deadline (called by the keeper) ----------------------------
+
+    def _is_past_deadline(self, message_id: int) -> bool:
+        with self._lock:
+            return message_id in self._past_deadline
+
+    def _enforce_deadline(self) -> None:
+        """Abandon every send older than the deadline: stop its lease, cut its connection."""
+        now = time.monotonic()
+        with self._lock:
+            overdue = [
+                (message_id, backend)
+                for message_id, started, backend in self._sends.values()
+                if now - started > self.send_deadline and message_id not in self._past_deadline
+            ]
+            self._past_deadline.update(message_id for message_id, _backend in overdue)
+        for message_id, backend in overdue:
+            # Closing the socket under the sender makes its blocked read fail at once.
+            cut = sever(backend)
+            log_event(logger, logging.WARNING, "outbox.send_deadline", worker=self.worker_id, id=message_id,
+                      deadline=self.send_deadline, connection_cut=cut)  # fmt: skip
+
+    # --- writing outcomes ----------------------------------------------------
+
+    def _add_outcome(self, outcome: Outcome) -> None:
+        with self._lock:
+            if not self._unwritten:
+                self._oldest_unwritten = time.monotonic()
+            self._unwritten.append(outcome)
+
+    def _take_unwritten(self) -> list[Outcome]:
+        with self._lock:
+            outcomes, self._unwritten, self._oldest_unwritten = self._unwritten, [], None
+        return outcomes
+
+    def _flush_overdue(self) -> bool:
+        with self._lock:
+            oldest = self._oldest_unwritten
+        return oldest is not None and time.monotonic() - oldest >= outbox_settings.FINISH_WITHIN
+
+    def _flush_due(self) -> None:
+        """Write outcomes that waited FINISH_WITHIN seconds, even while the next send is in progress (keeper)."""
+        if self._flush_overdue():
+            self._write(self._take_unwritten())
+
     def _write(self, outcomes: list[Outcome]) -> None:
-        lost = self._with_database_retry(
-            lambda: outbox_finish(outcomes=outcomes, worker_id=self.worker_id, now=timezone.now())
-        )
+        if not outcomes:
+            return
+        with self._write_lock:
+            lost = self._with_database_retry(lambda: outbox_finish(outcomes=outcomes, worker_id=self.worker_id))
+            self._written(outcomes, lost)
+
+    def _written(self, outcomes: list[Outcome], lost: list[int]) -> None:
+        if not outcomes:
+            return
         with self._lock:
             self.stats.update(_OUTCOME_NAMES[o.status] for o in outcomes)
             if lost:
-                self.stats["lease_lost"] += lost
+                self.stats["lease_lost"] += len(lost)
+        self._forget(o.message_id for o in outcomes)
         if lost:
-            logger.warning(
-                "outbox.lease_lost worker=%s rows=%s ids=%s: another worker took them; they may be sent twice",
-                self.worker_id, lost, [o.message_id for o in outcomes],
-            )  # fmt: skip
+            log_event(logger, logging.WARNING, "outbox.lease_lost", worker=self.worker_id, rows=len(lost), ids=lost,
+                      consequence="another worker took them back; they may be sent twice")  # fmt: skip
+
+    def _forget(self, message_ids) -> None:
+        # No longer ours to keep alive: written, lost, or handed back.
+        with self._lock:
+            for message_id in message_ids:
+                self._in_hand.discard(message_id)
+                self._past_deadline.discard(message_id)
 
     def _with_database_retry(self, operation: Callable[[], T]) -> T:
-        """Run a finishing write, waiting out a short database outage.
+        """Run a write about sends already made, waiting out a short database outage.
 
         The emails have already gone out; giving up here would leave the rows
-        to their leases and send them again, so it is worth waiting for the
-        database (the lease keeper keeps the rows ours meanwhile).
+        to be taken back and sent again, so it is worth waiting for the
+        database (the keeper keeps the rows ours meanwhile).
         """
         for delay in DATABASE_RETRY_DELAYS:
             try:
                 return operation()
             except (DatabaseError, InterfaceError) as exc:
-                logger.error("outbox.database_error worker=%s retry_in=%.1fs error=%r", self.worker_id, delay, exc)
+                if connection.in_atomic_block:
+                    raise  # the caller's transaction is broken; retrying inside it cannot work
+                log_event(logger, logging.ERROR, "outbox.database_error", worker=self.worker_id, retry_in=delay,
+                          error=repr(exc))  # fmt: skip
                 _recycle_database_connection()
                 # Not interruptible by shutdown: the result must be written.
                 time.sleep(delay)
@@ -336,7 +503,3 @@ class OutboxWorker:
 
 
 _OUTCOME_NAMES = {OutboxStatus.SENT: "sent", OutboxStatus.PENDING: "retry", OutboxStatus.FAILED: "failed"}
-
-
-def _format_stats(stats: Counter[str]) -> str:
-    return " ".join(f"{key}={value}" for key, value in sorted(stats.items())) or "idle=1"

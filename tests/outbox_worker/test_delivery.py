@@ -193,10 +193,11 @@ def test_messages_not_yet_due_are_left_alone(make_worker, smtp_server):
 
 def test_a_message_whose_workers_keep_dying_mid_send_is_failed_not_retried_forever(make_worker, smtp_server):
     [message] = enqueue_messages(1)
-    # Its last allowed delivery was claimed by a worker that never came back.
+    # Its last allowed delivery was started by a worker that never came back.
     OutboxMessage.objects.filter(pk=message.pk).update(
         status=OutboxStatus.SENDING,
         attempts=message.max_attempts,
+        started_at=timezone.now(),
         locked_by="dead",
         locked_until=timezone.now() - timedelta(seconds=1),
     )

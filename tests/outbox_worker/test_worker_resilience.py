@@ -156,7 +156,7 @@ def test_polling_alone_delivers_when_notifications_are_off(smtp_server, tmp_path
     )
     try:
         wait_until(lambda: "outbox.worker_started" in (tmp_path / "worker.log").read_text(), what="start-up")
-        assert "notify=False" in (tmp_path / "worker.log").read_text()
+        assert "notify=false" in (tmp_path / "worker.log").read_text()
         assert listener_pids(worker.pid) == set()
         enqueue_messages(3)
         smtp_server.handler.wait_for(3)
