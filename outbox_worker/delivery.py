@@ -10,15 +10,11 @@ from django.core.mail import EmailMultiAlternatives
 from django.core.mail.backends.base import BaseEmailBackend
 from django.utils import timezone
 
-from .errors import classify
+from .errors import BackendRefused, classify
 from .models import AttemptOutcome, DeliveryAttempt, OutboxMessage
 from .retry import RetryPolicy
 
 logger = logging.getLogger("outbox_worker.delivery")
-
-
-class BackendRefused(Exception):
-    """The backend returned without sending and without saying why."""
 
 
 def build_email(message: OutboxMessage, connection: BaseEmailBackend | None = None) -> EmailMultiAlternatives:
