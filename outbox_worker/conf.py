@@ -13,8 +13,8 @@ class OutboxSettings:
     def LEASE_SECONDS(self) -> float:
         """How long a claim lasts; after it, another worker may take the row.
 
-        Must cover one send with its in-process retries (EMAIL_TIMEOUT × tries
-        plus the backoff waits), or a slow send is delivered twice.
+        Must cover one send with its in-process reconnects (EMAIL_TIMEOUT ×
+        SEND_TRIES plus the SEND_RETRY_WAIT waits), or a slow send is delivered twice.
         """
         return float(getattr(settings, "OUTBOX_LEASE_SECONDS", 120.0))
 
@@ -64,13 +64,18 @@ class OutboxSettings:
 
     @property
     def SEND_TRIES(self) -> int:
-        """Tries inside one delivery for transient errors (tenacity)."""
-        return int(getattr(settings, "OUTBOX_SEND_TRIES", 3))
+        """Tries inside one delivery when the provider fails (connection, TLS, 421 …).
+
+        The first send, an immediate reconnect, then reconnects after the
+        SEND_RETRY_WAIT waits. Message-level errors (451, 550) get one try and
+        go back to the queue. A hung server costs up to SEND_TRIES × EMAIL_TIMEOUT.
+        """
+        return int(getattr(settings, "OUTBOX_SEND_TRIES", 4))
 
     @property
     def SEND_RETRY_WAIT(self) -> tuple[float, float]:
-        """(initial, maximum) seconds between in-process tries, jittered."""
-        return tuple(getattr(settings, "OUTBOX_SEND_RETRY_WAIT", (0.5, 5.0)))
+        """(first, maximum) seconds between reconnects after the immediate one: 0.1, 0.5, 0.5 … jittered."""
+        return tuple(getattr(settings, "OUTBOX_SEND_RETRY_WAIT", (0.1, 0.5)))
 
     @property
     def BACKOFF(self) -> tuple[float, float]:
