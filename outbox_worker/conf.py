@@ -78,6 +78,15 @@ class OutboxSettings:
         return tuple(getattr(settings, "OUTBOX_SEND_RETRY_WAIT", (0.1, 0.5)))
 
     @property
+    def PAUSE_BACKOFF(self) -> tuple[float, float]:
+        """(first, maximum) seconds a worker pauses delivery after a provider-level failure.
+
+        Each failed probe doubles the pause (jittered down by up to 20 %), up to
+        the maximum; the first success resumes delivery. See provider.py.
+        """
+        return tuple(getattr(settings, "OUTBOX_PAUSE_BACKOFF", (1.0, 300.0)))
+
+    @property
     def BACKOFF(self) -> tuple[float, float]:
         """(base, maximum) seconds before the next delivery after a transient failure.
 

@@ -74,6 +74,10 @@ class Classified:
     smtp_code: int | None
     description: str
     http_status: int | None = None  # from an HTTP email API (django-anymail)
+    # A provider-level refusal of something this message carries (its sender
+    # address at MAIL FROM): it may turn out to be about this message alone.
+    # The provider gate decides, from what happens to other messages.
+    may_be_about_this_message: bool = False
 
     @property
     def provider_level(self) -> bool:
@@ -94,8 +98,10 @@ def _message(exc: BaseException, *, transient: bool, code: int | None = None, st
     return Classified(Blame.MESSAGE, transient, code, describe(exc), status)
 
 
-def _provider(exc: BaseException, *, code: int | None = None, status: int | None = None) -> Classified:
-    return Classified(Blame.PROVIDER, True, code, describe(exc), status)
+def _provider(
+    exc: BaseException, *, code: int | None = None, status: int | None = None, names_the_message: bool = False
+) -> Classified:
+    return Classified(Blame.PROVIDER, True, code, describe(exc), status, names_the_message)
 
 
 def classify(exc: BaseException) -> Classified:
@@ -149,7 +155,9 @@ def _classify_reply(exc: smtplib.SMTPResponseException) -> Classified:
     if isinstance(exc, smtplib.SMTPSenderRefused):
         if code == MESSAGE_SIZE_EXCEEDED:
             return _message(exc, transient=False, code=code)
-        return _provider(exc, code=code)
+        # Usually our sending domain or account; but a message's own from_email
+        # may be the one refused (see provider.ProviderGate).
+        return _provider(exc, code=code, names_the_message=True)
     if isinstance(exc, smtplib.SMTPDataError):
         # The reply after DATA is about this message's content (or, for 4xx,
         # a receiving server's momentary state: greylisting, full mailbox).
