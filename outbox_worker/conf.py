@@ -13,7 +13,7 @@ class OutboxSettings:
     def LEASE_SECONDS(self) -> float:
         """How long a claim lasts; after it, another worker may take the row.
 
-        The lease keeper extends it while a send is in progress (up to
+        The keeper extends it while a send is in progress (up to
         SEND_DEADLINE), so it only has to outlast a few missed extensions. A
         dead worker's rows come back sooner, through its stale heartbeat.
         """
@@ -78,13 +78,27 @@ class OutboxSettings:
 
     @property
     def SEND_TRIES(self) -> int:
-        """Tries inside one delivery for transient errors (tenacity)."""
-        return int(getattr(settings, "OUTBOX_SEND_TRIES", 3))
+        """Tries inside one delivery when the provider fails (connection, TLS, 421 …).
+
+        The first send, an immediate reconnect, then reconnects after the
+        SEND_RETRY_WAIT waits. Message-level errors (451, 550) get one try and
+        go back to the queue. A hung server costs up to SEND_TRIES × EMAIL_TIMEOUT.
+        """
+        return int(getattr(settings, "OUTBOX_SEND_TRIES", 4))
 
     @property
     def SEND_RETRY_WAIT(self) -> tuple[float, float]:
-        """(initial, maximum) seconds between in-process tries, jittered."""
-        return tuple(getattr(settings, "OUTBOX_SEND_RETRY_WAIT", (0.5, 5.0)))
+        """(first, maximum) seconds between reconnects after the immediate one: 0.1, 0.5, 0.5 … jittered."""
+        return tuple(getattr(settings, "OUTBOX_SEND_RETRY_WAIT", (0.1, 0.5)))
+
+    @property
+    def PAUSE_BACKOFF(self) -> tuple[float, float]:
+        """(first, maximum) seconds a worker pauses delivery after a provider-level failure.
+
+        Each failed probe doubles the pause (jittered down by up to 20 %), up to
+        the maximum; the first success resumes delivery. See provider.py.
+        """
+        return tuple(getattr(settings, "OUTBOX_PAUSE_BACKOFF", (1.0, 300.0)))
 
     @property
     def BACKOFF(self) -> tuple[float, float]:

@@ -211,6 +211,10 @@ class WorkerHeartbeat(models.Model):
     pid = models.PositiveIntegerField()
     started_at = models.DateTimeField(_("iniciado em"))
     last_seen_at = models.DateTimeField(_("visto por último em"), db_index=True)
+    # Set while the worker holds delivery back because the provider fails us
+    # (provider.ProviderGate); operators see it in outbox_status and the admin.
+    paused_since = models.DateTimeField(_("entrega pausada desde"), null=True, blank=True)
+    pause_reason = models.TextField(_("motivo da pausa"), blank=True)
 
     objects = WorkerHeartbeatQuerySet.as_manager()
 

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('outbox_worker', '0004_admin_indexes'),
+        ('outbox_worker', '0005_heartbeat_pause'),
     ]
 
     operations = [
