@@ -14,6 +14,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from datetime import datetime
 
 import psycopg2
 from django.db import DatabaseError, InterfaceError, connection
@@ -152,6 +153,59 @@ def sever(backend: object) -> bool:
     return True
 
 
+class SendDeadline:
+    """The hard bound on one send (OUTBOX_SEND_DEADLINE), policed by the keeper thread.
+
+    Senders register each send; past the deadline the keeper marks it overdue
+    (its lease is no longer extended) and cuts its connection so the sender,
+    blocked on a drip-feeding server, gets an error and moves on.
+    """
+
+    def __init__(self, *, seconds: float) -> None:
+        self.seconds = seconds
+        self._lock = threading.Lock()
+        self._sends: dict[int, tuple[int, float, object]] = {}  # by thread: message id, start, backend
+        self._overdue: set[int] = set()
+
+    def begin(self, message_id: int, backend: object) -> float:
+        started = time.monotonic()
+        with self._lock:
+            self._sends[threading.get_ident()] = (message_id, started, backend)
+        return started
+
+    def end(self, message_id: int) -> bool:
+        """Close the current thread's send; return whether it had passed the deadline."""
+        with self._lock:
+            self._sends.pop(threading.get_ident(), None)
+            if message_id in self._overdue:
+                self._overdue.discard(message_id)
+                return True
+            return False
+
+    def is_overdue(self, message_id: int) -> bool:
+        with self._lock:
+            return message_id in self._overdue
+
+    def overdue_ids(self) -> set[int]:
+        with self._lock:
+            return set(self._overdue)
+
+    def enforce(self) -> None:
+        """Abandon every send older than the deadline: stop its lease, cut its connection."""
+        now = time.monotonic()
+        with self._lock:
+            overdue = [
+                (message_id, backend)
+                for message_id, started, backend in self._sends.values()
+                if now - started > self.seconds and message_id not in self._overdue
+            ]
+            self._overdue.update(message_id for message_id, _backend in overdue)
+        for message_id, backend in overdue:
+            cut = sever(backend)
+            log_event(logger, logging.WARNING, "outbox.send_deadline", id=message_id, deadline_s=self.seconds,
+                      connection_cut=cut)  # fmt: skip
+
+
 class Keeper(threading.Thread):
     """Keeps the worker's promises while its senders are busy.
 
@@ -178,6 +232,7 @@ class Keeper(threading.Thread):
         lease_ids: Callable[[], list[int]],
         flush_due: Callable[[], None],
         enforce_deadline: Callable[[], None],
+        pause_state: Callable[[], tuple[datetime | None, str]],
         use_database: bool = True,
     ) -> None:
         # `stopping` is set only once every sender has finished: during a
@@ -189,12 +244,19 @@ class Keeper(threading.Thread):
         self.lease_ids = lease_ids
         self.flush_due = flush_due
         self.enforce_deadline = enforce_deadline
+        self.pause_state = pause_state
         self.use_database = use_database
         self.heartbeat_seconds = min(outbox_settings.HEARTBEAT_SECONDS, lease_seconds / 3)
         self.first_beat = threading.Event()
 
     def beat(self) -> None:
-        outbox_worker_seen(worker_id=self.worker_id, hostname=socket.gethostname(), pid=os.getpid())
+        # The provider gate's pause rides along, so the heartbeat row always
+        # shows it even if the gate's own write of it failed.
+        paused_since, pause_reason = self.pause_state()
+        outbox_worker_seen(
+            worker_id=self.worker_id, hostname=socket.gethostname(), pid=os.getpid(),
+            paused_since=paused_since, pause_reason=pause_reason,
+        )  # fmt: skip
         self.first_beat.set()
 
     def gone(self) -> None:

@@ -8,7 +8,7 @@ other worker's result. Times come from the database clock, like the claim's.
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.db import connection, transaction
 from django.db.models import F, QuerySet
@@ -168,11 +168,14 @@ def outbox_extend_leases(*, message_ids: Iterable[int], worker_id: str, lease_se
     return _held(message_ids, worker_id).update(locked_until=Now() + timedelta(seconds=lease_seconds))
 
 
-def outbox_worker_seen(*, worker_id: str, hostname: str, pid: int) -> None:
-    """Record, by the database clock, that the worker `worker_id` is alive."""
-    if not WorkerHeartbeat.objects.filter(worker_id=worker_id).update(last_seen_at=Now()):
+def outbox_worker_seen(
+    *, worker_id: str, hostname: str, pid: int, paused_since: datetime | None = None, pause_reason: str = ""
+) -> None:
+    """Record, by the database clock, that the worker `worker_id` is alive, and whether its delivery is paused."""
+    state = {"paused_since": paused_since, "pause_reason": pause_reason}
+    if not WorkerHeartbeat.objects.filter(worker_id=worker_id).update(last_seen_at=Now(), **state):
         WorkerHeartbeat.objects.create(
-            worker_id=worker_id, hostname=hostname, pid=pid, started_at=Now(), last_seen_at=Now()
+            worker_id=worker_id, hostname=hostname, pid=pid, started_at=Now(), last_seen_at=Now(), **state
         )
 
 

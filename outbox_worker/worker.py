@@ -33,12 +33,14 @@ from django.core.mail.backends.base import BaseEmailBackend
 from django.db import DatabaseError, InterfaceError, close_old_connections, connection
 from django.utils import timezone
 
-from .background import Keeper, NotificationListener, Waker, sever
+from .background import Keeper, NotificationListener, SendDeadline, Waker
 from .claim import outbox_claim_batch
 from .conf import outbox_settings
-from .delivery import close_quietly, deliver
+from .delivery import DeliveryResult, close_quietly, deliver
+from .errors import Blame, Classified
 from .logevents import log_event
 from .models import AttemptOutcome, DeliveryAttempt, OutboxMessage, OutboxStatus
+from .provider import Admission, ProviderGate
 from .retry import RetryPolicy
 from .throttle import RateLimiter
 from .transitions import Outcome, outbox_finish, outbox_mark_started, outbox_release
@@ -99,23 +101,23 @@ class OutboxWorker:
         self.notify = outbox_settings.NOTIFY if notify is None else notify
         self.rate_limiter = RateLimiter(rate) if rate else None
         self.group_size = max(1, outbox_settings.FINISH_EVERY)
-        self.send_deadline = outbox_settings.SEND_DEADLINE
+        self.deadline = SendDeadline(seconds=outbox_settings.SEND_DEADLINE)
         self.worker_id = worker_id or make_worker_id()
         self.policy = policy or RetryPolicy.from_settings()
         self.connection_factory = connection_factory
         self.stats: Counter[str] = Counter()
         self.waker = Waker()
+        # One per process, shared by the senders: a provider that fails us
+        # pauses them all, one probe tests it, the first success resumes.
+        self.gate = ProviderGate(worker_id=self.worker_id)
         # Guards every attribute below, shared by the sender threads and the keeper.
         self._lock = threading.Lock()
         # Rows claimed by this process whose outcome is not yet written: the
         # keeper extends their leases (except those past the send deadline).
         self._in_hand: set[int] = set()
-        self._past_deadline: set[int] = set()
         # Outcomes waiting to be written, and when the oldest arrived (monotonic).
         self._unwritten: list[Outcome] = []
         self._oldest_unwritten: float | None = None
-        # Sends in progress by sender thread: (message id, start, backend).
-        self._sends: dict[int, tuple[int, float, BaseEmailBackend]] = {}
         # Held while outcomes are written, so a mark never overtakes a flush in flight.
         self._write_lock = threading.Lock()
         # One message already interrupted at a time per process: if it kills the
@@ -155,15 +157,15 @@ class OutboxWorker:
         log_event(
             logger, logging.INFO, "outbox.worker_started", worker=self.worker_id, concurrency=self.concurrency,
             batch_size=self.batch_size, poll_interval=self.poll_interval, lease_seconds=self.lease_seconds,
-            send_deadline=self.send_deadline, notify=listen,
+            send_deadline=self.deadline.seconds, notify=listen,
         )  # fmt: skip
         if getattr(settings, "EMAIL_TIMEOUT", None) is None:
             log_event(logger, logging.WARNING, "outbox.no_email_timeout", advice="set EMAIL_TIMEOUT")
         senders_done = threading.Event()
         keeper = Keeper(
             worker_id=self.worker_id, lease_seconds=self.lease_seconds, stopping=senders_done,
-            lease_ids=self._lease_ids, flush_due=self._flush_due, enforce_deadline=self._enforce_deadline,
-            use_database=not inline,
+            lease_ids=self._lease_ids, flush_due=self._flush_due, enforce_deadline=self.deadline.enforce,
+            pause_state=self._pause_state, use_database=not inline,
         )  # fmt: skip
         if inline:
             keeper.beat()
@@ -214,24 +216,35 @@ class OutboxWorker:
             while not self.stopping:
                 _recycle_database_connection()
                 since = self.waker.generation
+                if self.once and self.gate.paused:
+                    # "Everything due now" cannot go out while the provider fails
+                    # us; the rows wait, due when the pause ends, for the next run.
+                    log_event(logger, logging.WARNING, "outbox.once_stopped_by_pause", worker=self.worker_id,
+                              reason=self.gate.reason)  # fmt: skip
+                    break
+                admission = self._admission_to_claim()
+                if admission is None:
+                    continue  # paused: waited, ask again
                 try:
-                    claimed = self.process_batch(backend)
+                    claimed = self.process_batch(backend, admission=admission)
                     failures = 0
                 except Exception as exc:  # noqa: BLE001 - one bad turn must never stop the queue
                     close_quietly(backend)
                     delay = DATABASE_RETRY_DELAYS[min(failures, len(DATABASE_RETRY_DELAYS) - 1)]
                     failures += 1
-                    if isinstance(exc, (DatabaseError, InterfaceError)):
-                        log_event(logger, logging.ERROR, "outbox.database_error", worker=self.worker_id,
-                                  retry_in=delay, error=repr(exc))  # fmt: skip
-                    else:
-                        log_event(logger, logging.ERROR, "outbox.unexpected_error", worker=self.worker_id,
-                                  retry_in=delay, error=repr(exc), traceback=traceback.format_exc())  # fmt: skip
+                    database = isinstance(exc, (DatabaseError, InterfaceError))
+                    log_event(
+                        logger, logging.ERROR, "outbox.database_error" if database else "outbox.unexpected_error",
+                        worker=self.worker_id, retry_in=delay, error=repr(exc),
+                        **({} if database else {"traceback": traceback.format_exc()}),
+                    )  # fmt: skip
                     _recycle_database_connection()
                     self._stopping.wait(delay)
                     continue
                 if claimed == 0:
                     close_quietly(backend)
+                    if admission.probe:
+                        self._no_probe()
                     if self.once:
                         if not self._once_should_wait():
                             break
@@ -240,6 +253,26 @@ class OutboxWorker:
                     self.waker.wait(since, self.poll_interval)
         finally:
             close_quietly(backend)
+
+    def _admission_to_claim(self) -> Admission | None:
+        """Whether this sender may claim now: always, unless the provider gate is paused.
+
+        While paused a sender claims nothing (other workers, whose provider may
+        be fine, can take the rows) and waits for the pause to end; then one
+        sender is admitted as the probe and claims a single message.
+        """
+        if not self.gate.paused:
+            return _GO
+        admission = self.gate.admit()
+        if not admission.send:
+            self._stopping.wait(admission.wait)
+            return None
+        return admission
+
+    def _no_probe(self) -> None:
+        # Admitted as the probe but nothing was due: tell the gate it learned
+        # nothing, so the next sender to find a message can probe at once.
+        self.gate.record_failure(Classified(Blame.MESSAGE, True, None, "nothing to probe with"), probe=True)
 
     def _once_should_wait(self) -> bool:
         """Under --once, whether to wait for rows that other workers hold.
@@ -260,17 +293,29 @@ class OutboxWorker:
 
     def _lease_ids(self) -> list[int]:
         with self._lock:
-            return list(self._in_hand - self._past_deadline)
+            in_hand = set(self._in_hand)
+        return list(in_hand - self.deadline.overdue_ids())
 
-    def process_batch(self, backend: BaseEmailBackend) -> int:
-        """Claim and deliver one batch over `backend`; return how many messages were claimed."""
-        messages = outbox_claim_batch(worker_id=self.worker_id, limit=self.claim_size, lease_seconds=self.lease_seconds)
+    def _pause_state(self) -> tuple:
+        return self.gate.paused_since, self.gate.reason
+
+    def process_batch(self, backend: BaseEmailBackend, *, admission: Admission | None = None) -> int:
+        """Claim and deliver one batch over `backend`; return how many messages were claimed.
+
+        `admission` is the provider gate's answer the claim was made under:
+        the probe claims one message and sends it as the probe.
+        """
+        admission = admission or _GO
+        limit = 1 if admission.probe else self.claim_size
+        messages = outbox_claim_batch(worker_id=self.worker_id, limit=limit, lease_seconds=self.lease_seconds)
         if not messages:
             return 0
         with self._lock:
             self._in_hand.update(message.pk for message in messages)
         waiting = list(messages)  # claimed, not yet sent
         marked: set[int] = set()
+        hand_back_in: float | None = None  # set when the provider gate stops the batch
+        next_admission: Admission | None = admission
         try:
             while waiting and not self.stopping:
                 message = waiting[0]
@@ -291,14 +336,21 @@ class OutboxWorker:
                             waiting.remove(member)
                             self._forget([member.pk])
                     continue
+                current = next_admission or self.gate.admit()
+                next_admission = None
+                if not current.send:
+                    # The provider is failing us: the rest of the batch goes back
+                    # at once, uncharged, due when the pause ends.
+                    hand_back_in = current.wait
+                    break
                 waiting.pop(0)
                 if self.rate_limiter is not None:
                     self.rate_limiter.acquire()
                 if message.interruptions:
                     with self._suspect_lock:
-                        outcome = self._deliver(message, backend)
+                        outcome = self._deliver(message, backend, probe=current.probe)
                 else:
-                    outcome = self._deliver(message, backend)
+                    outcome = self._deliver(message, backend, probe=current.probe)
                 self._add_outcome(outcome)
                 if self._flush_overdue():
                     self._write(self._take_unwritten())
@@ -306,11 +358,7 @@ class OutboxWorker:
             try:
                 self._write(self._take_unwritten())
                 if waiting:
-                    ids = [message.pk for message in waiting]
-                    released = self._with_database_retry(
-                        lambda: outbox_release(message_ids=ids, worker_id=self.worker_id)
-                    )
-                    log_event(logger, logging.INFO, "outbox.released", worker=self.worker_id, count=released)
+                    self._hand_back([m.pk for m in waiting], hand_back_in)
             finally:
                 # Written, handed back or not, this batch's rows are no longer
                 # ours to keep alive: any whose write failed come back when
@@ -319,6 +367,14 @@ class OutboxWorker:
                     still_unwritten = {o.message_id for o in self._unwritten}
                 self._forget(m.pk for m in messages if m.pk not in still_unwritten)
         return len(messages)
+
+    def _hand_back(self, ids: list[int], retry_in: float | None) -> None:
+        delay = timedelta(seconds=retry_in) if retry_in else None
+        released = self._with_database_retry(
+            lambda: outbox_release(message_ids=ids, worker_id=self.worker_id, retry_in=delay)
+        )
+        log_event(logger, logging.INFO, "outbox.released", worker=self.worker_id, count=released,
+                  due_in_s=round(retry_in or 0, 1), paused=self.gate.paused)  # fmt: skip
 
     def _next_group(self, waiting: list[OutboxMessage]) -> list[OutboxMessage]:
         """The messages to mark started together: up to `group_size`, a suspect alone.
@@ -362,11 +418,8 @@ class OutboxWorker:
         )  # fmt: skip
         return Outcome(message.pk, OutboxStatus.FAILED, error=error, attempts=[abandoned])
 
-    def _deliver(self, message: OutboxMessage, backend: BaseEmailBackend) -> Outcome:
-        started = time.monotonic()
-        thread = threading.get_ident()
-        with self._lock:
-            self._sends[thread] = (message.pk, started, backend)
+    def _deliver(self, message: OutboxMessage, backend: BaseEmailBackend, *, probe: bool = False) -> Outcome:
+        started = self.deadline.begin(message.pk, backend)
         try:
             result = deliver(
                 message,
@@ -374,23 +427,41 @@ class OutboxWorker:
                 policy=self.policy,
                 worker_id=self.worker_id,
                 sleep=self._stopping.wait,
-                should_stop=lambda: self.stopping or self._is_past_deadline(message.pk),
+                should_stop=lambda: self.stopping or self.deadline.is_overdue(message.pk),
             )
         finally:
-            with self._lock:
-                del self._sends[thread]
-        if self._is_past_deadline(message.pk):
+            overdue = self.deadline.end(message.pk)
+        if overdue:
+            if probe:
+                self._no_probe()
             outcome = self._abandoned(message, result.attempts, time.monotonic() - started)
-        elif result.sent:
-            outcome = Outcome(message.pk, OutboxStatus.SENT, attempts=result.attempts)
         else:
-            outcome = self._failed(message, result.error, result.transient, result.attempts)
+            outcome = self._judge(message, result, probe=probe)
         log_event(
             logger, logging.INFO, "outbox.delivery", id=message.pk, attempt=message.attempts,
-            outcome=_OUTCOME_NAMES[outcome.status], tries=len(result.attempts),
+            outcome=_outcome_name(outcome), tries=len(result.attempts),
             duration_ms=round((time.monotonic() - started) * 1000, 1),
         )  # fmt: skip
         return outcome
+
+    def _judge(self, message: OutboxMessage, result: DeliveryResult, *, probe: bool) -> Outcome:
+        """Turn a delivery into an outcome, telling the provider gate what it learned."""
+        if result.sent:
+            self.gate.record_success(message_id=message.pk)
+            return Outcome(message.pk, OutboxStatus.SENT, attempts=result.attempts)
+        verdict = self.gate.record_failure(result.verdict, message_id=message.pk, probe=probe)
+        if verdict.provider_level:
+            # Nothing to do with the message: back to the queue with its attempt
+            # refunded, due when this worker's pause ends.
+            retry_in = None
+            if self.gate.paused:
+                admission = self.gate.admit()  # asked only for the time left: a probe it grants goes unused
+                if admission.probe:
+                    self._no_probe()
+                retry_in = timedelta(seconds=admission.wait) if admission.wait else None
+            error = verdict.description
+            return Outcome(message.pk, OutboxStatus.PENDING, error, retry_in, result.attempts, refund=True)
+        return self._failed(message, verdict.description, verdict.transient, result.attempts)
 
     def _failed(self, message: OutboxMessage, error: str, transient: bool, tries: list[DeliveryAttempt]) -> Outcome:
         """A delivery that did not go through: back to the queue with the backoff while attempts remain."""
@@ -402,35 +473,13 @@ class OutboxWorker:
 
     def _abandoned(self, message: OutboxMessage, tries: list[DeliveryAttempt], elapsed: float) -> Outcome:
         """The send outlived OUTBOX_SEND_DEADLINE: hand the row back, the attempt spent and recorded."""
-        error = f"abandoned: the send took longer than OUTBOX_SEND_DEADLINE ({self.send_deadline:g} s)"
+        error = f"abandoned: the send took longer than OUTBOX_SEND_DEADLINE ({self.deadline.seconds:g} s)"
         now = timezone.now()
         record = DeliveryAttempt(
             message_id=message.pk, attempt=message.attempts, try_number=len(tries) + 1, worker=self.worker_id,
             started_at=now - timedelta(seconds=elapsed), finished_at=now, outcome=AttemptOutcome.ABANDONED, error=error,
         )  # fmt: skip
         return self._failed(message, error, True, [*tries, record])
-
-    # --- the send deadline (called by the keeper) ----------------------------
-
-    def _is_past_deadline(self, message_id: int) -> bool:
-        with self._lock:
-            return message_id in self._past_deadline
-
-    def _enforce_deadline(self) -> None:
-        """Abandon every send older than the deadline: stop its lease, cut its connection."""
-        now = time.monotonic()
-        with self._lock:
-            overdue = [
-                (message_id, backend)
-                for message_id, started, backend in self._sends.values()
-                if now - started > self.send_deadline and message_id not in self._past_deadline
-            ]
-            self._past_deadline.update(message_id for message_id, _backend in overdue)
-        for message_id, backend in overdue:
-            # Closing the socket under the sender makes its blocked read fail at once.
-            cut = sever(backend)
-            log_event(logger, logging.WARNING, "outbox.send_deadline", worker=self.worker_id, id=message_id,
-                      deadline=self.send_deadline, connection_cut=cut)  # fmt: skip
 
     # --- writing outcomes ----------------------------------------------------
 
@@ -466,7 +515,7 @@ class OutboxWorker:
         if not outcomes:
             return
         with self._lock:
-            self.stats.update(_OUTCOME_NAMES[o.status] for o in outcomes)
+            self.stats.update(_outcome_name(o) for o in outcomes)
             if lost:
                 self.stats["lease_lost"] += len(lost)
         self._forget(o.message_id for o in outcomes)
@@ -479,7 +528,6 @@ class OutboxWorker:
         with self._lock:
             for message_id in message_ids:
                 self._in_hand.discard(message_id)
-                self._past_deadline.discard(message_id)
 
     def _with_database_retry(self, operation: Callable[[], T]) -> T:
         """Run a write about sends already made, waiting out a short database outage.
@@ -503,3 +551,9 @@ class OutboxWorker:
 
 
 _OUTCOME_NAMES = {OutboxStatus.SENT: "sent", OutboxStatus.PENDING: "retry", OutboxStatus.FAILED: "failed"}
+# What a sender may do when the provider gate is not paused.
+_GO = Admission(send=True, probe=False, wait=0.0)
+
+
+def _outcome_name(outcome: Outcome) -> str:
+    return "handed_back" if outcome.refund else _OUTCOME_NAMES[outcome.status]
