@@ -123,6 +123,17 @@ def test_each_failed_probe_doubles_the_pause_and_the_first_success_resumes(gate,
     assert gate.admit().wait == 1.0
 
 
+def test_retry_in_says_when_the_next_probe_may_go_without_taking_the_probe(gate, clock):
+    assert gate.retry_in() == 0
+    gate.record_failure(CONNECTION_REFUSED, message_id=1)
+    clock.advance(0.25)
+
+    assert gate.retry_in() == 0.75
+    clock.advance(1.0)
+    assert gate.retry_in() == 0
+    assert gate.admit().probe  # asking retry_in() did not use up the probe
+
+
 def test_a_send_that_began_before_the_pause_does_not_lengthen_it(gate, clock):
     gate.record_failure(CONNECTION_REFUSED, message_id=1)
     gate.record_failure(CONNECTION_REFUSED, message_id=2)  # a second sender's send, already in flight
