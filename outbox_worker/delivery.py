@@ -104,8 +104,14 @@ def deliver(
         for retry_state in policy.retrying(sleep=sleep, should_stop=should_stop):
             with retry_state:
                 try_number += 1
-                _send_once(message, email, connection=connection, worker_id=worker_id, try_number=try_number,
-                           attempts=result.attempts)  # fmt: skip
+                _send_once(
+                    message,
+                    email,
+                    connection=connection,
+                    worker_id=worker_id,
+                    try_number=try_number,
+                    attempts=result.attempts,
+                )
         result.sent = True
     except Exception as exc:  # noqa: BLE001 - every failure becomes a recorded outcome
         result.verdict = classify(exc)

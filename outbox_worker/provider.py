@@ -78,6 +78,21 @@ class _Suspect:
 
 
 class ProviderGate:
+    """One worker process's view of whether the provider is taking mail; safe to share between threads.
+
+    A sender's turn, in outline:
+
+        admission = gate.admit()
+        if not admission.send:
+            ...  # hand the message back unsent, or wait admission.wait seconds and ask again
+        result = deliver(message, ...)
+        if result.sent:
+            gate.record_success(message_id=message.pk)
+        else:
+            verdict = gate.record_failure(result.verdict, message_id=message.pk, probe=admission.probe)
+            ...  # provider-level: back to the queue without spending an attempt, due in gate.retry_in()
+    """
+
     def __init__(
         self,
         *,
@@ -119,6 +134,11 @@ class ProviderGate:
         delay = min(self.maximum, self.initial * 2 ** (failures - 1))
         # Jitter keeps several worker processes from probing the provider in step.
         return delay * self._jitter(0.8, 1.0)
+
+    def retry_in(self) -> float:
+        """Return the seconds until the next probe may go (0 when delivery is not paused)."""
+        with self._lock:
+            return max(0.0, self._resume_at - self._clock()) if self.paused else 0.0
 
     def admit(self) -> Admission:
         """Say whether the caller may send now, whether it is the probe, and otherwise how long to wait."""

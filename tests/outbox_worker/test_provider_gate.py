@@ -1,16 +1,25 @@
-"""The provider gate, on an injected clock: pauses, probes, resumes, and when a refusal is one message's own."""
+"""The provider gate, on an injected clock: pauses, probes, resumes, and when a refusal is one message's own.
 
+Then what operators see of a pause: outbox_status (text, JSON, --max-age) and the admin's health panel.
+"""
+
+import json
 import logging
 import random
 import smtplib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.core.management import CommandError, call_command
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import escape
 
 from outbox_worker.errors import Blame, MessageCannotBeBuilt, classify
-from outbox_worker.models import WorkerHeartbeat
+from outbox_worker.models import OutboxMessage, WorkerHeartbeat
 from outbox_worker.provider import PROBE_POLL_SECONDS, ProviderGate
+from tests.factories import enqueue_messages
+from tests.staff import make_operator
 
 SENDER_REFUSED = classify(smtplib.SMTPSenderRefused(553, b"5.7.1 sender address rejected", "nao-responda@example.com"))
 SENDER_LATER = classify(smtplib.SMTPSenderRefused(451, b"4.3.0 try later", "nao-responda@example.com"))
@@ -112,6 +121,17 @@ def test_each_failed_probe_doubles_the_pause_and_the_first_success_resumes(gate,
     # A new outage starts again from the first pause.
     gate.record_failure(CONNECTION_REFUSED, message_id=2)
     assert gate.admit().wait == 1.0
+
+
+def test_retry_in_says_when_the_next_probe_may_go_without_taking_the_probe(gate, clock):
+    assert gate.retry_in() == 0
+    gate.record_failure(CONNECTION_REFUSED, message_id=1)
+    clock.advance(0.25)
+
+    assert gate.retry_in() == 0.75
+    clock.advance(1.0)
+    assert gate.retry_in() == 0
+    assert gate.admit().probe  # asking retry_in() did not use up the probe
 
 
 def test_a_send_that_began_before_the_pause_does_not_lengthen_it(gate, clock):
@@ -270,3 +290,98 @@ def test_the_pause_is_recorded_on_the_workers_heartbeat_row(clock):
 
     row.refresh_from_db()
     assert (row.paused_since, row.pause_reason) == (None, "")
+
+
+# --- Operators see the pause: outbox_status and the admin's health panel ---------
+
+
+def paused_worker() -> WorkerHeartbeat:
+    """A live worker whose gate has paused delivery and recorded it, plus a running one."""
+    now = timezone.now()
+    WorkerHeartbeat.objects.create(worker_id="running:1:a", hostname="h", pid=1, started_at=now, last_seen_at=now)
+    worker = WorkerHeartbeat.objects.create(
+        worker_id="paused:2:b", hostname="h", pid=2, started_at=now, last_seen_at=now
+    )
+    ProviderGate(worker_id=worker.worker_id).record_failure(SENDER_REFUSED, message_id=1)
+    worker.refresh_from_db()
+    assert worker.paused_since is not None and worker.pause_reason == SENDER_REFUSED.description
+    return worker
+
+
+def overdue_message(minutes: int = 10) -> OutboxMessage:
+    [message] = enqueue_messages(1)
+    OutboxMessage.objects.filter(pk=message.pk).update(available_at=timezone.now() - timedelta(minutes=minutes))
+    return message
+
+
+@pytest.mark.django_db
+def test_status_json_says_which_worker_paused_delivery_since_when_and_why(capsys):
+    worker = paused_worker()
+
+    call_command("outbox_status", "--json")
+
+    data = json.loads(capsys.readouterr().out)
+    assert data["delivery_paused"] is True
+    by_id = {w["worker_id"]: w for w in data["workers"]}
+    assert by_id["paused:2:b"]["paused_since"] == worker.paused_since.isoformat()
+    assert by_id["paused:2:b"]["pause_reason"] == SENDER_REFUSED.description
+    assert (by_id["running:1:a"]["paused_since"], by_id["running:1:a"]["pause_reason"]) == (None, "")
+
+
+@pytest.mark.django_db
+def test_status_json_says_delivery_is_not_paused_when_no_worker_is(capsys):
+    now = timezone.now()
+    WorkerHeartbeat.objects.create(worker_id="running:1:a", hostname="h", pid=1, started_at=now, last_seen_at=now)
+
+    call_command("outbox_status", "--json")
+
+    assert json.loads(capsys.readouterr().out)["delivery_paused"] is False
+
+
+@pytest.mark.django_db
+def test_status_text_says_entrega_pausada_desde_with_the_reason(capsys):
+    worker = paused_worker()
+
+    call_command("outbox_status")
+
+    out = capsys.readouterr().out
+    since = timezone.localtime(worker.paused_since).strftime("%d/%m/%Y %H:%M:%S")
+    assert f"entrega pausada desde {since} : {SENDER_REFUSED.description}" in out
+    assert out.count("entrega pausada desde") == 1  # only the paused worker
+
+
+@pytest.mark.django_db
+def test_max_age_still_alerts_while_delivery_is_paused():
+    paused_worker()
+    overdue_message(minutes=10)
+
+    call_command("outbox_status", "--max-age", "3600")  # fine: waited 10 minutes
+    with pytest.raises(CommandError, match=r"waited .*entrega pausada desde") as error:
+        call_command("outbox_status", "--max-age", "300")
+    assert error.value.returncode == 2
+
+
+@pytest.mark.django_db
+def test_the_admin_health_panel_shows_the_pause(client):
+    worker = paused_worker()
+    client.force_login(make_operator())
+
+    response = client.get(reverse("admin:outbox_worker_outboxmessage_changelist"))
+
+    html = response.content.decode()
+    since = timezone.localtime(worker.paused_since).strftime("%d/%m/%Y %H:%M:%S")
+    assert f"Entrega pausada desde {since}</strong>" in html
+    assert escape(SENDER_REFUSED.description) in html
+    assert [w.worker_id for w in response.context["health"].paused_workers] == ["paused:2:b"]
+
+
+@pytest.mark.django_db
+def test_the_admin_health_panel_says_nothing_of_a_pause_when_there_is_none(client):
+    now = timezone.now()
+    WorkerHeartbeat.objects.create(worker_id="running:1:a", hostname="h", pid=1, started_at=now, last_seen_at=now)
+    client.force_login(make_operator())
+
+    html = client.get(reverse("admin:outbox_worker_outboxmessage_changelist")).content.decode()
+
+    assert "Entrega pausada" not in html
+    assert "entrega pausada" not in html
