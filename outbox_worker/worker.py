@@ -453,12 +453,8 @@ class OutboxWorker:
         if verdict.provider_level:
             # Nothing to do with the message: back to the queue with its attempt
             # refunded, due when this worker's pause ends.
-            retry_in = None
-            if self.gate.paused:
-                admission = self.gate.admit()  # asked only for the time left: a probe it grants goes unused
-                if admission.probe:
-                    self._no_probe()
-                retry_in = timedelta(seconds=admission.wait) if admission.wait else None
+            wait = self.gate.retry_in()
+            retry_in = timedelta(seconds=wait) if wait else None
             error = verdict.description
             return Outcome(message.pk, OutboxStatus.PENDING, error, retry_in, result.attempts, refund=True)
         return self._failed(message, verdict.description, verdict.transient, result.attempts)
