@@ -6,8 +6,10 @@ from collections import Counter
 
 import pytest
 from django.db import connection, transaction
+from django.db.models.functions import Now
 
-from outbox_worker.models import OutboxMessage, OutboxStatus
+from outbox_worker.conf import outbox_settings
+from outbox_worker.models import AttemptOutcome, OutboxMessage, OutboxStatus, WorkerHeartbeat
 from tests.factories import enqueue_messages
 from tests.processes import listener_pids, start_worker, stop_worker, wait_until
 
@@ -36,42 +38,108 @@ def test_four_workers_deliver_2000_messages_exactly_once(smtp_server, tmp_path):
     assert OutboxMessage.objects.filter(status=OutboxStatus.SENT).count() == 2000
 
 
-def test_kill_9_mid_batch_every_message_arrives_and_only_an_accepted_one_twice(smtp_server, tmp_path):
+# A killed worker counts as dead this soon; its heartbeat beats faster than that.
+FAST_STALENESS = {"OUTBOX_WORKER_STALE_AFTER": "2", "OUTBOX_HEARTBEAT_SECONDS": "0.3"}
+
+
+def test_default_staleness_brings_a_killed_workers_rows_back_within_30_seconds():
+    # One staleness window plus one heartbeat: the longest a dead worker can look alive.
+    assert outbox_settings.WORKER_STALE_AFTER + outbox_settings.HEARTBEAT_SECONDS <= 30
+
+
+def test_kill_9_mid_batch_charges_only_the_started_group_and_once_takes_the_rows_back_by_heartbeat(
+    smtp_server, tmp_path, settings
+):
+    settings.OUTBOX_WORKER_STALE_AFTER = 2  # this process judges liveness as the workers do
     messages = enqueue_messages(30)
     # The first email is accepted; the worker dies during the second, before it
-    # has written the first one's outcome (outcomes are written every 10).
+    # has written the first one's outcome.
     smtp_server.handler.gate = threading.Event()
     smtp_server.handler.gate_skip = 1
     doomed = start_worker(
-        "--batch-size", "30", "--lease-seconds", "2", smtp_port=smtp_server.port, log_path=tmp_path / "doomed.log",
-        OUTBOX_FINISH_WITHIN="600",  # however slow this machine, the first outcome is still unwritten
+        "--batch-size", "30", smtp_port=smtp_server.port, log_path=tmp_path / "doomed.log",
+        OUTBOX_FINISH_EVERY="5", OUTBOX_FINISH_WITHIN="600", **FAST_STALENESS,
     )  # fmt: skip
-    survivor = None
     try:
         smtp_server.handler.wait_at_gate(1)
         assert smtp_server.handler.message_ids() == [messages[0].message_id]
         doomed.kill()
         assert doomed.wait(timeout=30) == -signal.SIGKILL
-        # Its rows stay leased to a dead worker until the lease runs out.
-        assert OutboxMessage.objects.filter(status=OutboxStatus.SENDING).count() == 30
-        smtp_server.handler.gate.set()
-        survivor = start_worker(
-            "--poll-interval", "0.2", smtp_port=smtp_server.port, log_path=tmp_path / "survivor.log"
-        )
-        smtp_server.handler.wait_for_distinct(30, timeout=120)
     finally:
         smtp_server.handler.gate.set()
-        if survivor is not None:
-            assert stop_worker(survivor) == 0
 
+    rows = {m.pk: m for m in OutboxMessage.objects.all()}
+    started = [rows[m.pk] for m in messages[:5]]
+    never_started = [rows[m.pk] for m in messages[5:]]
+    # Only the group marked started before the first send spent an attempt.
+    assert {(m.status, m.attempts, m.started_at is not None) for m in started} == {(OutboxStatus.SENDING, 1, True)}
+    assert {(m.status, m.attempts, m.started_at) for m in never_started} == {(OutboxStatus.SENDING, 0, None)}
+    # The leases (120 s by default) are all still live by the database clock:
+    # only the dead worker's stale heartbeat can bring the rows back now.
+    assert OutboxMessage.objects.filter(locked_until__gt=Now()).count() == 30
+    [dead] = WorkerHeartbeat.objects.all()
+
+    survivor = start_worker("--once", smtp_port=smtp_server.port, log_path=tmp_path / "once.log", **FAST_STALENESS)
+    assert survivor.wait(timeout=120) == 0
+
+    assert not WorkerHeartbeat.objects.alive().filter(pk=dead.pk).exists()
+    assert not OutboxMessage.objects.filter(status=OutboxStatus.SENDING).exists()
+    assert OutboxMessage.objects.filter(status=OutboxStatus.SENT).count() == 30
     ids = Counter(smtp_server.handler.message_ids())
     assert set(ids) == {m.message_id for m in messages}
-    duplicates = [message_id for message_id, n in ids.items() if n > 1]
-    # Only the message the server had accepted from the killed worker went twice;
-    # the one cut off mid-DATA was never accepted, so it arrives once.
-    assert duplicates == [messages[0].message_id]
-    assert OutboxMessage.objects.filter(status=OutboxStatus.SENT).count() == 30
-    assert OutboxMessage.objects.get(pk=messages[0].pk).attempts == 2
+    # Only the message the server had accepted from the killed worker went twice.
+    assert [message_id for message_id, n in ids.items() if n > 1] == [messages[0].message_id]
+    attempts = dict(OutboxMessage.objects.values_list("pk", "attempts"))
+    assert {attempts[m.pk] for m in messages[:5]} == {2}
+    assert {attempts[m.pk] for m in messages[5:]} == {1}
+    assert set(OutboxMessage.objects.filter(interruptions=1).values_list("pk", flat=True)) == {
+        m.pk for m in messages[:5]
+    }
+
+
+def test_a_message_that_kills_the_worker_twice_is_failed_alone_and_its_neighbours_are_delivered(smtp_server, tmp_path):
+    messages = enqueue_messages(6)
+    doomed = messages[2]
+    OutboxMessage.objects.filter(pk=doomed.pk).update(to=["crash@example.com"])
+    crashing = {
+        "EMAIL_BACKEND": "tests.processes.CrashingEmailBackend",
+        "OUTBOX_TEST_CRASH_ON": "crash@example.com",
+        **FAST_STALENESS,
+    }
+
+    codes = []
+    for run in range(3):
+        worker = start_worker("--once", smtp_port=smtp_server.port, log_path=tmp_path / f"run{run}.log", **crashing)
+        codes.append(worker.wait(timeout=120))
+
+    # Two runs died on it; the third failed it without sending it and delivered the rest.
+    assert codes == [70, 70, 0]
+    doomed.refresh_from_db()
+    assert doomed.status == OutboxStatus.FAILED
+    assert doomed.last_error.startswith("interrupted 2 times")
+    assert [a.outcome for a in doomed.delivery_attempts.all()] == [AttemptOutcome.ABANDONED]
+    neighbours = OutboxMessage.objects.exclude(pk=doomed.pk)
+    assert set(neighbours.values_list("status", flat=True)) == {OutboxStatus.SENT}
+    assert max(neighbours.values_list("interruptions", flat=True)) == 1
+    assert {m.message_id for m in messages if m.pk != doomed.pk} == set(smtp_server.handler.message_ids())
+
+
+def test_outcomes_are_written_while_the_next_send_is_still_in_progress(smtp_server, tmp_path):
+    first, second = enqueue_messages(2)
+    smtp_server.handler.gate = threading.Event()
+    smtp_server.handler.gate_skip = 1  # the first send goes through; the second hangs
+    worker = start_worker(
+        smtp_port=smtp_server.port, log_path=tmp_path / "worker.log",
+        OUTBOX_FINISH_EVERY="10", OUTBOX_FINISH_WITHIN="0.2",
+    )  # fmt: skip
+    try:
+        smtp_server.handler.wait_at_gate(1)
+        # Nothing but the keeper's flush can write it: the sender is blocked in the second send.
+        wait_until(lambda: OutboxMessage.objects.get(pk=first.pk).status == OutboxStatus.SENT, what="first written")
+        assert OutboxMessage.objects.get(pk=second.pk).status == OutboxStatus.SENDING
+    finally:
+        smtp_server.handler.gate.set()
+        assert stop_worker(worker) == 0
 
 
 def test_a_send_slower_than_the_lease_keeps_its_row_and_is_sent_once(smtp_server, tmp_path):
