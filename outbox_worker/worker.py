@@ -432,6 +432,7 @@ class OutboxWorker:
         finally:
             overdue = self.deadline.end(message.pk)
         if overdue:
+            close_quietly(backend)  # cut under the sender: the next message needs a new connection
             if probe:
                 self._no_probe()
             outcome = self._abandoned(message, result.attempts, time.monotonic() - started)

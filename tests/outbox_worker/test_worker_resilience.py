@@ -1,15 +1,21 @@
 """Worker processes under stress: many at once, kill -9, slow sends, a lost database, NOTIFY."""
 
+import io
+import json
 import signal
+import socket
 import threading
 from collections import Counter
 
 import pytest
+from django.core.mail.backends.smtp import EmailBackend
+from django.core.management import call_command
 from django.db import connection, transaction
 from django.db.models.functions import Now
+from django.utils import timezone
 
 from outbox_worker.conf import outbox_settings
-from outbox_worker.models import AttemptOutcome, OutboxMessage, OutboxStatus, WorkerHeartbeat
+from outbox_worker.models import AttemptOutcome, DeliveryAttempt, OutboxMessage, OutboxStatus, WorkerHeartbeat
 from tests.factories import enqueue_messages
 from tests.processes import listener_pids, start_worker, stop_worker, wait_until
 
@@ -252,3 +258,144 @@ def test_concurrency_sends_over_several_connections_at_once(smtp_server, tmp_pat
     ids = Counter(smtp_server.handler.message_ids())
     assert set(ids) == {m.message_id for m in messages}
     assert max(ids.values()) == 1
+
+
+def test_a_provider_refusing_our_sender_pauses_delivery_without_failing_anything_until_it_accepts(
+    smtp_server, tmp_path
+):
+    messages = enqueue_messages(10)
+    smtp_server.handler.mail_replies.extend(["553 5.7.1 Sender address not verified"] * 10_000)
+    worker = start_worker("--poll-interval", "0.2", smtp_port=smtp_server.port, log_path=tmp_path / "worker.log")
+
+    def status() -> dict:
+        out = io.StringIO()
+        call_command("outbox_status", "--json", stdout=out)
+        return json.loads(out.getvalue())
+
+    try:
+        paused = wait_until(lambda: (s := status())["delivery_paused"] and s, what="the pause in outbox_status")
+        [paused_worker] = [w for w in paused["workers"] if w["paused_since"]]
+        assert "553" in paused_worker["pause_reason"]
+        # Let a probe fail too (its tries come after the first send's three).
+        wait_until(lambda: smtp_server.handler.mail_commands >= 2 * 3, what="a failed probe")
+        assert not OutboxMessage.objects.filter(status=OutboxStatus.FAILED).exists()
+        # The operator fixes the sender domain: the provider accepts again.
+        with smtp_server.handler.condition:
+            smtp_server.handler.mail_replies.clear()
+        smtp_server.handler.wait_for(10, timeout=120)
+        wait_until(lambda: OutboxMessage.objects.filter(status=OutboxStatus.SENT).count() == 10, what="10 sent")
+        wait_until(lambda: not status()["delivery_paused"], what="the pause to end in outbox_status")
+    finally:
+        assert stop_worker(worker) == 0
+
+    assert {m.message_id for m in messages} == set(smtp_server.handler.message_ids())
+    # The refusals were about us, not the messages: none spent an attempt on them.
+    assert set(OutboxMessage.objects.values_list("attempts", flat=True)) == {1}
+    assert DeliveryAttempt.objects.filter(smtp_code=553).exists()
+
+
+def test_greylisted_recipients_ahead_of_a_normal_one_do_not_hold_it_up(make_worker, smtp_server):
+    greylisted = enqueue_messages(2)
+    [normal] = enqueue_messages(1, to=["aluno9@example.com"])
+    for message in greylisted:
+        smtp_server.handler.rcpt_replies[message.to[0]] = "451 4.7.1 Greylisted, try again later"
+
+    make_worker().run()
+
+    # The normal message went out in the same run, while each greylisted one
+    # had exactly one try and waits for its persisted backoff: no sender slept on it.
+    assert [r.rcpt_tos for r in smtp_server.handler.received] == [["aluno9@example.com"]]
+    normal.refresh_from_db()
+    assert normal.status == OutboxStatus.SENT
+    for message in greylisted:
+        message.refresh_from_db()
+        assert (message.status, message.attempts) == (OutboxStatus.PENDING, 1)
+        assert message.available_at > timezone.now()
+        assert [(a.outcome, a.smtp_code) for a in message.delivery_attempts.all()] == [(AttemptOutcome.TRANSIENT, 451)]
+
+    smtp_server.handler.rcpt_replies.clear()
+    OutboxMessage.objects.filter(pk__in=[m.pk for m in greylisted]).update(available_at=timezone.now())
+    make_worker().run()
+    assert OutboxMessage.objects.filter(status=OutboxStatus.SENT, attempts=2).count() == 2
+
+
+class DripServer:
+    """An SMTP server that answers the DATA of one recipient's mail a byte at a time and never finishes.
+
+    Each byte arrives well within the client's socket timeout, so only a
+    deadline on the whole send can free the sender. Other mail is accepted.
+    """
+
+    def __init__(self, *, slow_recipient: str) -> None:
+        self.slow_recipient = slow_recipient
+        self.accepted: list[list[str]] = []
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self._closed = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def port(self) -> int:
+        return self.sock.getsockname()[1]
+
+    def close(self) -> None:
+        self._closed.set()
+        self.sock.close()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        reader = conn.makefile("rb")
+        try:
+            conn.sendall(b"220 drip\r\n")
+            recipients: list[str] = []
+            while line := reader.readline():
+                command = line.decode().strip()
+                verb = command.split(" ")[0].upper()
+                if verb == "RCPT":
+                    recipients.append(command.split("<", 1)[1].rstrip(">"))
+                if verb == "QUIT":
+                    conn.sendall(b"221 bye\r\n")
+                    return
+                if verb != "DATA":
+                    conn.sendall(b"250 ok\r\n")
+                    continue
+                conn.sendall(b"354 go on\r\n")
+                while reader.readline() not in (b".\r\n", b""):
+                    pass
+                if self.slow_recipient in recipients:
+                    while not self._closed.is_set():  # "250 " forever, one byte at a time, never a line end
+                        conn.sendall(b"2")
+                        self._closed.wait(0.2)
+                    return
+                self.accepted.append(recipients)
+                recipients = []
+                conn.sendall(b"250 queued\r\n")
+        except OSError:
+            return  # the client cut the connection
+        finally:
+            conn.close()
+
+
+def test_a_send_past_the_deadline_is_abandoned_and_the_sender_goes_on_to_the_next_message(make_worker, settings):
+    settings.OUTBOX_SEND_DEADLINE = 1.0
+    server = DripServer(slow_recipient="aluno0@example.com")
+    slow, normal = enqueue_messages(2)
+    try:
+        make_worker(connection_factory=lambda: EmailBackend(host="127.0.0.1", port=server.port, timeout=5)).run()
+    finally:
+        server.close()
+
+    slow.refresh_from_db()
+    assert (slow.status, slow.attempts, slow.locked_by) == (OutboxStatus.PENDING, 1, "")
+    assert slow.available_at > timezone.now()  # handed back with the backoff, its attempt spent
+    [abandoned] = slow.delivery_attempts.filter(outcome=AttemptOutcome.ABANDONED)
+    assert "OUTBOX_SEND_DEADLINE" in abandoned.error == slow.last_error
+    normal.refresh_from_db()
+    assert normal.status == OutboxStatus.SENT
+    assert server.accepted == [["aluno1@example.com"]]
