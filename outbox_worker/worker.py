@@ -25,13 +25,11 @@ import traceback
 from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
-from typing import TypeVar
 
 from django.conf import settings
 from django.core.mail import get_connection
 from django.core.mail.backends.base import BaseEmailBackend
-from django.db import DatabaseError, InterfaceError, close_old_connections, connection
-from django.utils import timezone
+from django.db import DatabaseError, InterfaceError, connection
 
 from .background import Keeper, NotificationListener, SendDeadline, Waker
 from .claim import outbox_claim_batch
@@ -39,35 +37,23 @@ from .conf import outbox_settings
 from .delivery import DeliveryResult, close_quietly, deliver
 from .errors import Blame, Classified
 from .logevents import log_event
-from .models import AttemptOutcome, DeliveryAttempt, OutboxMessage, OutboxStatus
+from .models import OutboxMessage, OutboxStatus
+from .outcomes import (
+    DATABASE_RETRY_DELAYS,
+    OutcomeBook,
+    abandoned,
+    not_delivered,
+    outcome_name,
+    quarantine,
+    recycle_database_connection,
+    with_database_retry,
+)
 from .provider import Admission, ProviderGate
 from .retry import RetryPolicy
 from .throttle import RateLimiter
-from .transitions import Outcome, outbox_finish, outbox_mark_started, outbox_release
+from .transitions import Outcome, outbox_release
 
 logger = logging.getLogger("outbox_worker.worker")
-
-T = TypeVar("T")
-
-# Waits after a database error, growing up to the last one: the database
-# restarting must cost a pause, never a crash loop or a message marked failed.
-DATABASE_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
-# A message in flight when its worker died this many times is failed, alone.
-QUARANTINE_AFTER = 2
-
-
-def _recycle_database_connection(*, force: bool = False) -> None:
-    """Drop a broken or expired database connection (any, with `force`); the next query reconnects.
-
-    Never inside an atomic block: closing there would throw away the caller's
-    transaction (a test case, or a caller running the worker inline).
-    """
-    if connection.in_atomic_block:
-        return
-    if force:
-        connection.close()
-    else:
-        close_old_connections()
 
 
 def make_worker_id() -> str:
@@ -105,21 +91,12 @@ class OutboxWorker:
         self.worker_id = worker_id or make_worker_id()
         self.policy = policy or RetryPolicy.from_settings()
         self.connection_factory = connection_factory
-        self.stats: Counter[str] = Counter()
+        self.book = OutcomeBook(worker_id=self.worker_id, finish_within=outbox_settings.FINISH_WITHIN)
+        self.stats = self.book.stats
         self.waker = Waker()
         # One per process, shared by the senders: a provider that fails us
         # pauses them all, one probe tests it, the first success resumes.
         self.gate = ProviderGate(worker_id=self.worker_id)
-        # Guards every attribute below, shared by the sender threads and the keeper.
-        self._lock = threading.Lock()
-        # Rows claimed by this process whose outcome is not yet written: the
-        # keeper extends their leases (except those past the send deadline).
-        self._in_hand: set[int] = set()
-        # Outcomes waiting to be written, and when the oldest arrived (monotonic).
-        self._unwritten: list[Outcome] = []
-        self._oldest_unwritten: float | None = None
-        # Held while outcomes are written, so a mark never overtakes a flush in flight.
-        self._write_lock = threading.Lock()
         # One message already interrupted at a time per process: if it kills the
         # worker again, no other suspect is caught in flight with it.
         self._suspect_lock = threading.Lock()
@@ -164,7 +141,7 @@ class OutboxWorker:
         senders_done = threading.Event()
         keeper = Keeper(
             worker_id=self.worker_id, lease_seconds=self.lease_seconds, stopping=senders_done,
-            lease_ids=self._lease_ids, flush_due=self._flush_due, enforce_deadline=self.deadline.enforce,
+            lease_ids=self._lease_ids, flush_due=self.book.flush_if_overdue, enforce_deadline=self.deadline.enforce,
             pause_state=self._pause_state, use_database=not inline,
         )  # fmt: skip
         if inline:
@@ -214,7 +191,7 @@ class OutboxWorker:
         failures = 0
         try:
             while not self.stopping:
-                _recycle_database_connection()
+                recycle_database_connection()
                 since = self.waker.generation
                 if self.once and self.gate.paused:
                     # "Everything due now" cannot go out while the provider fails
@@ -238,7 +215,7 @@ class OutboxWorker:
                         worker=self.worker_id, retry_in=delay, error=repr(exc),
                         **({} if database else {"traceback": traceback.format_exc()}),
                     )  # fmt: skip
-                    _recycle_database_connection()
+                    recycle_database_connection()
                     self._stopping.wait(delay)
                     continue
                 if claimed == 0:
@@ -292,9 +269,7 @@ class OutboxWorker:
     # --- one batch -----------------------------------------------------------
 
     def _lease_ids(self) -> list[int]:
-        with self._lock:
-            in_hand = set(self._in_hand)
-        return list(in_hand - self.deadline.overdue_ids())
+        return list(self.book.in_hand() - self.deadline.overdue_ids())
 
     def _pause_state(self) -> tuple:
         return self.gate.paused_since, self.gate.reason
@@ -310,8 +285,7 @@ class OutboxWorker:
         messages = outbox_claim_batch(worker_id=self.worker_id, limit=limit, lease_seconds=self.lease_seconds)
         if not messages:
             return 0
-        with self._lock:
-            self._in_hand.update(message.pk for message in messages)
+        self.book.hold(message.pk for message in messages)
         waiting = list(messages)  # claimed, not yet sent
         marked: set[int] = set()
         hand_back_in: float | None = None  # set when the provider gate stops the batch
@@ -319,22 +293,20 @@ class OutboxWorker:
         try:
             while waiting and not self.stopping:
                 message = waiting[0]
-                if message.interruptions >= QUARANTINE_AFTER or (
-                    message.interruptions and message.attempts >= message.max_attempts
-                ):
+                if quarantined := quarantine(message, worker_id=self.worker_id):
                     waiting.pop(0)
-                    self._add_outcome(self._quarantine(message))
+                    self.book.add(quarantined)
                     continue
                 if message.pk not in marked:
                     group = self._next_group(waiting)
-                    attempts = self._mark_started(group)
+                    attempts = self.book.mark_started([m.pk for m in group])
                     for member in group:
                         if member.pk in attempts:
                             member.attempts = attempts[member.pk]
                             marked.add(member.pk)
                         else:  # taken back by another worker meanwhile: not ours to send
                             waiting.remove(member)
-                            self._forget([member.pk])
+                            self.book.forget([member.pk])
                     continue
                 current = next_admission or self.gate.admit()
                 next_admission = None
@@ -351,27 +323,24 @@ class OutboxWorker:
                         outcome = self._deliver(message, backend, probe=current.probe)
                 else:
                     outcome = self._deliver(message, backend, probe=current.probe)
-                self._add_outcome(outcome)
-                if self._flush_overdue():
-                    self._write(self._take_unwritten())
+                self.book.add(outcome)
+                self.book.flush_if_overdue()
         finally:
             try:
-                self._write(self._take_unwritten())
+                self.book.flush()
                 if waiting:
                     self._hand_back([m.pk for m in waiting], hand_back_in)
             finally:
                 # Written, handed back or not, this batch's rows are no longer
                 # ours to keep alive: any whose write failed come back when
                 # their lease runs out.
-                with self._lock:
-                    still_unwritten = {o.message_id for o in self._unwritten}
-                self._forget(m.pk for m in messages if m.pk not in still_unwritten)
+                self.book.forget_all_written(m.pk for m in messages)
         return len(messages)
 
     def _hand_back(self, ids: list[int], retry_in: float | None) -> None:
         delay = timedelta(seconds=retry_in) if retry_in else None
-        released = self._with_database_retry(
-            lambda: outbox_release(message_ids=ids, worker_id=self.worker_id, retry_in=delay)
+        released = with_database_retry(
+            lambda: outbox_release(message_ids=ids, worker_id=self.worker_id, retry_in=delay), worker_id=self.worker_id
         )
         log_event(logger, logging.INFO, "outbox.released", worker=self.worker_id, count=released,
                   due_in_s=round(retry_in or 0, 1), paused=self.gate.paused)  # fmt: skip
@@ -392,32 +361,6 @@ class OutboxWorker:
             group.append(message)
         return group
 
-    def _mark_started(self, group: list[OutboxMessage]) -> dict[int, int]:
-        # The mark commits before the first send of the group, and every outcome
-        # so far is written with it: if a send kills the worker, the rows marked
-        # started are exactly this group (and any other sender's).
-        with self._write_lock:
-            outcomes = self._take_unwritten()
-            attempts, lost = self._with_database_retry(
-                lambda: outbox_mark_started(
-                    message_ids=[m.pk for m in group], worker_id=self.worker_id, outcomes=outcomes
-                )
-            )
-            self._written(outcomes, lost)
-        return attempts
-
-    def _quarantine(self, message: OutboxMessage) -> Outcome:
-        if message.interruptions >= QUARANTINE_AFTER:
-            error = f"interrupted {message.interruptions} times (the worker died while sending it); not sent again"
-        else:
-            error = f"attempts exhausted ({message.attempts}/{message.max_attempts}), the last one interrupted"
-        now = timezone.now()
-        abandoned = DeliveryAttempt(
-            message_id=message.pk, attempt=message.attempts, worker=self.worker_id, started_at=now,
-            finished_at=now, outcome=AttemptOutcome.ABANDONED, error=error,
-        )  # fmt: skip
-        return Outcome(message.pk, OutboxStatus.FAILED, error=error, attempts=[abandoned])
-
     def _deliver(self, message: OutboxMessage, backend: BaseEmailBackend, *, probe: bool = False) -> Outcome:
         started = self.deadline.begin(message.pk, backend)
         try:
@@ -435,12 +378,13 @@ class OutboxWorker:
             close_quietly(backend)  # cut under the sender: the next message needs a new connection
             if probe:
                 self._no_probe()
-            outcome = self._abandoned(message, result.attempts, time.monotonic() - started)
+            elapsed = time.monotonic() - started
+            outcome = abandoned(message, result.attempts, elapsed, self.deadline.seconds, self.worker_id, self.policy)
         else:
             outcome = self._judge(message, result, probe=probe)
         log_event(
             logger, logging.INFO, "outbox.delivery", id=message.pk, attempt=message.attempts,
-            outcome=_outcome_name(outcome), tries=len(result.attempts),
+            outcome=outcome_name(outcome), tries=len(result.attempts),
             duration_ms=round((time.monotonic() - started) * 1000, 1),
         )  # fmt: skip
         return outcome
@@ -458,99 +402,8 @@ class OutboxWorker:
             retry_in = timedelta(seconds=wait) if wait else None
             error = verdict.description
             return Outcome(message.pk, OutboxStatus.PENDING, error, retry_in, result.attempts, refund=True)
-        return self._failed(message, verdict.description, verdict.transient, result.attempts)
-
-    def _failed(self, message: OutboxMessage, error: str, transient: bool, tries: list[DeliveryAttempt]) -> Outcome:
-        """A delivery that did not go through: back to the queue with the backoff while attempts remain."""
-        if transient and message.attempts < message.max_attempts:
-            return Outcome(message.pk, OutboxStatus.PENDING, error, self.policy.backoff(message.attempts), tries)
-        if transient:
-            error = f"attempts exhausted ({message.attempts}/{message.max_attempts}): {error}"
-        return Outcome(message.pk, OutboxStatus.FAILED, error, attempts=tries)
-
-    def _abandoned(self, message: OutboxMessage, tries: list[DeliveryAttempt], elapsed: float) -> Outcome:
-        """The send outlived OUTBOX_SEND_DEADLINE: hand the row back, the attempt spent and recorded."""
-        error = f"abandoned: the send took longer than OUTBOX_SEND_DEADLINE ({self.deadline.seconds:g} s)"
-        now = timezone.now()
-        record = DeliveryAttempt(
-            message_id=message.pk, attempt=message.attempts, try_number=len(tries) + 1, worker=self.worker_id,
-            started_at=now - timedelta(seconds=elapsed), finished_at=now, outcome=AttemptOutcome.ABANDONED, error=error,
-        )  # fmt: skip
-        return self._failed(message, error, True, [*tries, record])
-
-    # --- writing outcomes ----------------------------------------------------
-
-    def _add_outcome(self, outcome: Outcome) -> None:
-        with self._lock:
-            if not self._unwritten:
-                self._oldest_unwritten = time.monotonic()
-            self._unwritten.append(outcome)
-
-    def _take_unwritten(self) -> list[Outcome]:
-        with self._lock:
-            outcomes, self._unwritten, self._oldest_unwritten = self._unwritten, [], None
-        return outcomes
-
-    def _flush_overdue(self) -> bool:
-        with self._lock:
-            oldest = self._oldest_unwritten
-        return oldest is not None and time.monotonic() - oldest >= outbox_settings.FINISH_WITHIN
-
-    def _flush_due(self) -> None:
-        """Write outcomes that waited FINISH_WITHIN seconds, even while the next send is in progress (keeper)."""
-        if self._flush_overdue():
-            self._write(self._take_unwritten())
-
-    def _write(self, outcomes: list[Outcome]) -> None:
-        if not outcomes:
-            return
-        with self._write_lock:
-            lost = self._with_database_retry(lambda: outbox_finish(outcomes=outcomes, worker_id=self.worker_id))
-            self._written(outcomes, lost)
-
-    def _written(self, outcomes: list[Outcome], lost: list[int]) -> None:
-        if not outcomes:
-            return
-        with self._lock:
-            self.stats.update(_outcome_name(o) for o in outcomes)
-            if lost:
-                self.stats["lease_lost"] += len(lost)
-        self._forget(o.message_id for o in outcomes)
-        if lost:
-            log_event(logger, logging.WARNING, "outbox.lease_lost", worker=self.worker_id, rows=len(lost), ids=lost,
-                      consequence="another worker took them back; they may be sent twice")  # fmt: skip
-
-    def _forget(self, message_ids) -> None:
-        # No longer ours to keep alive: written, lost, or handed back.
-        with self._lock:
-            for message_id in message_ids:
-                self._in_hand.discard(message_id)
-
-    def _with_database_retry(self, operation: Callable[[], T]) -> T:
-        """Run a write about sends already made, waiting out a short database outage.
-
-        The emails have already gone out; giving up here would leave the rows
-        to be taken back and sent again, so it is worth waiting for the
-        database (the keeper keeps the rows ours meanwhile).
-        """
-        for delay in DATABASE_RETRY_DELAYS:
-            try:
-                return operation()
-            except (DatabaseError, InterfaceError) as exc:
-                if connection.in_atomic_block:
-                    raise  # the caller's transaction is broken; retrying inside it cannot work
-                log_event(logger, logging.ERROR, "outbox.database_error", worker=self.worker_id, retry_in=delay,
-                          error=repr(exc))  # fmt: skip
-                _recycle_database_connection()
-                # Not interruptible by shutdown: the result must be written.
-                time.sleep(delay)
-        return operation()
+        return not_delivered(message, verdict.description, verdict.transient, result.attempts, self.policy)
 
 
-_OUTCOME_NAMES = {OutboxStatus.SENT: "sent", OutboxStatus.PENDING: "retry", OutboxStatus.FAILED: "failed"}
 # What a sender may do when the provider gate is not paused.
 _GO = Admission(send=True, probe=False, wait=0.0)
-
-
-def _outcome_name(outcome: Outcome) -> str:
-    return "handed_back" if outcome.refund else _OUTCOME_NAMES[outcome.status]
