@@ -52,8 +52,8 @@ class OutboxHealth:
         return data
 
 
-def outbox_health(*, now: datetime | None = None, workers_within: timedelta = timedelta(minutes=5)) -> OutboxHealth:
-    """Return counts by status, the oldest due message, recent failures and live workers."""
+def outbox_health(*, now: datetime | None = None) -> OutboxHealth:
+    """Return counts by status, the oldest due message, recent failures and live workers (see WorkerHeartbeat)."""
     now = now or timezone.now()
     counts = {status: 0 for status in OutboxStatus.values}
     for row in OutboxMessage.objects.order_by().values("status").annotate(n=Count("id")):
@@ -70,7 +70,7 @@ def outbox_health(*, now: datetime | None = None, workers_within: timedelta = ti
         status=OutboxStatus.FAILED, updated_at__gte=now - timedelta(hours=1)
     ).count()
     workers = list(
-        WorkerHeartbeat.objects.filter(last_seen_at__gte=now - workers_within).values(
+        WorkerHeartbeat.objects.alive().values(
             "worker_id", "hostname", "pid", "last_seen_at", "paused_since", "pause_reason"
         )
     )
