@@ -219,6 +219,7 @@ class OutboxWorker:
                     self._stopping.wait(delay)
                     continue
                 if claimed == 0:
+                    self.book.flush()
                     close_quietly(backend)
                     if admission.probe:
                         self._no_probe()
@@ -230,6 +231,7 @@ class OutboxWorker:
                     self.waker.wait(since, self.poll_interval)
         finally:
             close_quietly(backend)
+            self.book.flush()
 
     def _admission_to_claim(self) -> Admission | None:
         """Whether this sender may claim now: always, unless the provider gate is paused.
@@ -326,8 +328,10 @@ class OutboxWorker:
                 self.book.add(outcome)
                 self.book.flush_if_overdue()
         finally:
+            # The outcomes of this batch's last group are written with the next
+            # group's mark (or when the queue runs dry, or by the keeper after
+            # FINISH_WITHIN): a commit per batch saved.
             try:
-                self.book.flush()
                 if waiting:
                     self._hand_back([m.pk for m in waiting], hand_back_in)
             finally:
