@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from outbox_worker.models import OutboxMessage, OutboxStatus
+from outbox_worker.models import OutboxMessage, OutboxStatus, WorkerHeartbeat
 from tests.factories import enqueue_messages
 from tests.processes import start_worker, stop_worker
 
@@ -92,6 +92,7 @@ def test_sigterm_during_a_batch_finishes_the_message_in_hand_and_releases_the_re
         (0, "")
     }
     assert "outbox.released" in (tmp_path / "worker.log").read_text()
+    assert not WorkerHeartbeat.objects.exists()  # gone at once, not left to go stale
 
 
 def test_the_worker_leaves_commit_durability_and_connection_hooks_as_it_found_them(smtp_server, smtp_backend_factory):
