@@ -8,7 +8,6 @@ import threading
 from collections import Counter
 
 import pytest
-from django.core.mail.backends.smtp import EmailBackend
 from django.core.management import call_command
 from django.db import connection, transaction
 from django.db.models.functions import Now
@@ -382,12 +381,14 @@ class DripServer:
             conn.close()
 
 
-def test_a_send_past_the_deadline_is_abandoned_and_the_sender_goes_on_to_the_next_message(make_worker, settings):
-    settings.OUTBOX_SEND_DEADLINE = 1.0
+def test_a_send_past_the_deadline_is_abandoned_and_the_sender_goes_on_to_the_next_message(tmp_path):
     server = DripServer(slow_recipient="aluno0@example.com")
     slow, normal = enqueue_messages(2)
     try:
-        make_worker(connection_factory=lambda: EmailBackend(host="127.0.0.1", port=server.port, timeout=5)).run()
+        worker = start_worker(
+            "--once", smtp_port=server.port, log_path=tmp_path / "worker.log", OUTBOX_SEND_DEADLINE="1"
+        )
+        assert worker.wait(timeout=60) == 0
     finally:
         server.close()
 
@@ -399,3 +400,4 @@ def test_a_send_past_the_deadline_is_abandoned_and_the_sender_goes_on_to_the_nex
     normal.refresh_from_db()
     assert normal.status == OutboxStatus.SENT
     assert server.accepted == [["aluno1@example.com"]]
+    assert "outbox.send_deadline" in (tmp_path / "worker.log").read_text()
