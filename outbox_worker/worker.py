@@ -97,8 +97,9 @@ class OutboxWorker:
         # One per process, shared by the senders: a provider that fails us
         # pauses them all, one probe tests it, the first success resumes.
         self.gate = ProviderGate(worker_id=self.worker_id)
-        # One message already interrupted at a time per process: if it kills the
-        # worker again, no other suspect is caught in flight with it.
+        # One message already interrupted at a time per process, held from its
+        # mark to the end of its send: if it kills the worker again, no other
+        # suspect is caught marked with it (and failed for its second time).
         self._suspect_lock = threading.Lock()
         self._stopping = threading.Event()
         self._once_wait_until: float | None = None
@@ -292,6 +293,7 @@ class OutboxWorker:
         marked: set[int] = set()
         hand_back_in: float | None = None  # set when the provider gate stops the batch
         next_admission: Admission | None = admission
+        suspect_in_hand = False  # holding _suspect_lock, from its mark to the end of its send
         try:
             while waiting and not self.stopping:
                 message = waiting[0]
@@ -301,6 +303,9 @@ class OutboxWorker:
                     continue
                 if message.pk not in marked:
                     group = self._next_group(waiting)
+                    if group[0].interruptions:
+                        self._suspect_lock.acquire()
+                        suspect_in_hand = True
                     attempts = self.book.mark_started([m.pk for m in group])
                     for member in group:
                         if member.pk in attempts:
@@ -309,6 +314,9 @@ class OutboxWorker:
                         else:  # taken back by another worker meanwhile: not ours to send
                             waiting.remove(member)
                             self.book.forget([member.pk])
+                    if suspect_in_hand and group[0].pk not in marked:
+                        self._suspect_lock.release()
+                        suspect_in_hand = False
                     continue
                 current = next_admission or self.gate.admit()
                 next_admission = None
@@ -320,14 +328,15 @@ class OutboxWorker:
                 waiting.pop(0)
                 if self.rate_limiter is not None:
                     self.rate_limiter.acquire()
-                if message.interruptions:
-                    with self._suspect_lock:
-                        outcome = self._deliver(message, backend, probe=current.probe)
-                else:
-                    outcome = self._deliver(message, backend, probe=current.probe)
+                outcome = self._deliver(message, backend, probe=current.probe)
+                if suspect_in_hand:
+                    self._suspect_lock.release()
+                    suspect_in_hand = False
                 self.book.add(outcome)
                 self.book.flush_if_overdue()
         finally:
+            if suspect_in_hand:
+                self._suspect_lock.release()
             # The outcomes of this batch's last group are written with the next
             # group's mark (or when the queue runs dry, or by the keeper after
             # FINISH_WITHIN): a commit per batch saved.
