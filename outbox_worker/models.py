@@ -9,6 +9,8 @@ from django.db.models.functions import Lower, Now
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from .conf import outbox_settings
+
 
 class OutboxStatus(models.TextChoices):
     PENDING = "pending", _("pendente")
@@ -142,8 +144,6 @@ class DeliveryAttempt(models.Model):
 
 def worker_stale_after() -> timedelta:
     """How long a worker may go without a heartbeat before it counts as dead."""
-    from .conf import outbox_settings  # conf reads Django settings; keep models importable first
-
     return timedelta(seconds=outbox_settings.WORKER_STALE_AFTER)
 
 
