@@ -192,7 +192,9 @@ OUTBOX_NOTIFY = env.bool("OUTBOX_NOTIFY", default=True)
 OUTBOX_FINISH_EVERY = env.int("OUTBOX_FINISH_EVERY", default=10)
 OUTBOX_FINISH_WITHIN = env.float("OUTBOX_FINISH_WITHIN", default=1.0)
 OUTBOX_SEND_TRIES = env.int("OUTBOX_SEND_TRIES", default=3)
-OUTBOX_ASYNC_COMMIT = env.bool("OUTBOX_ASYNC_COMMIT", default=True)
+OUTBOX_HEARTBEAT_SECONDS = env.float("OUTBOX_HEARTBEAT_SECONDS", default=5.0)
+OUTBOX_WORKER_STALE_AFTER = env.float("OUTBOX_WORKER_STALE_AFTER", default=20.0)
+OUTBOX_SEND_DEADLINE = env.float("OUTBOX_SEND_DEADLINE", default=300.0)
 
 # --- Security behind Railway's proxy (production only) ---------------------
 # Railway's proxy terminates TLS and always sends X-Forwarded-Proto.

@@ -1,9 +1,9 @@
-"""The worker's helper threads: waking senders on NOTIFY, and keeping leases alive.
+"""The worker's helper threads: waking senders on NOTIFY, and keeping the worker's promises.
 
 Both run beside the sender loops and never send email themselves. Each uses
 its own database connection, so a sender stuck in a slow SMTP conversation
-cannot stop its lease from being extended, and a notification is noticed
-while every sender is busy.
+cannot stop its heartbeat, its leases or its outcomes from being written,
+and a notification is noticed while every sender is busy.
 """
 
 import logging
@@ -12,12 +12,15 @@ import select
 import socket
 import threading
 import time
+import traceback
 from collections.abc import Callable
+from datetime import datetime
 
 import psycopg2
 from django.db import DatabaseError, InterfaceError, connection
-from django.utils import timezone
 
+from .conf import outbox_settings
+from .logevents import log_event
 from .transitions import outbox_extend_leases, outbox_worker_gone, outbox_worker_seen
 
 logger = logging.getLogger("outbox_worker.worker")
@@ -86,7 +89,7 @@ class NotificationListener(threading.Thread):
         with conn.cursor() as cursor:
             cursor.execute(f"LISTEN {CHANNEL}")
         self._connection = conn
-        logger.info("outbox.listen_connected channel=%s backend_pid=%s", CHANNEL, conn.get_backend_pid())
+        log_event(logger, logging.INFO, "outbox.listen_connected", channel=CHANNEL, backend_pid=conn.get_backend_pid())
 
     def _disconnect(self) -> None:
         if self._connection is not None:
@@ -108,7 +111,7 @@ class NotificationListener(threading.Thread):
             except Exception as exc:  # noqa: BLE001 - a listener that dies would leave only polling
                 delay = min(15.0, 0.5 * 2**failures)
                 failures += 1
-                logger.error("outbox.listen_error retry_in=%.1fs error=%r", delay, exc)
+                log_event(logger, logging.ERROR, "outbox.listen_error", retry_in=delay, error=repr(exc))
                 self._disconnect()
                 self._wait_for_stop(delay)
         self._disconnect()
@@ -132,15 +135,93 @@ class NotificationListener(threading.Thread):
             self.waker.bump()
 
 
-class LeaseKeeper(threading.Thread):
-    """Extends the lease of the rows the senders have in hand, every `lease_seconds / 3`.
+def sever(backend: object) -> bool:
+    """Cut an email backend's connection under a sender blocked on it; return whether there was one to cut.
 
-    Without it a send slower than the lease (a provider taking minutes) would
-    let a second worker take the row and send it again. Only rows a sender
-    still works on are extended: a row whose outcome could not be written
-    (database trouble) is dropped from `in_hand`, so its lease runs out and it
-    comes back instead of staying ours forever.
+    Shutting the socket down (not just closing it) makes a read blocked in
+    another thread return at once, so the sender gets an error and moves on.
+    Works for Django's SMTP backend; an HTTP backend is bounded by its own
+    timeout, and its row by the lease, which is no longer extended.
     """
+    sock = getattr(getattr(backend, "connection", None), "sock", None)
+    if sock is None:
+        return False
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed: nothing left to unblock
+    return True
+
+
+class SendDeadline:
+    """The hard bound on one send (OUTBOX_SEND_DEADLINE), policed by the keeper thread.
+
+    Senders register each send; past the deadline the keeper marks it overdue
+    (its lease is no longer extended) and cuts its connection so the sender,
+    blocked on a drip-feeding server, gets an error and moves on.
+    """
+
+    def __init__(self, *, seconds: float) -> None:
+        self.seconds = seconds
+        self._lock = threading.Lock()
+        self._sends: dict[int, tuple[int, float, object]] = {}  # by thread: message id, start, backend
+        self._overdue: set[int] = set()
+
+    def begin(self, message_id: int, backend: object) -> float:
+        started = time.monotonic()
+        with self._lock:
+            self._sends[threading.get_ident()] = (message_id, started, backend)
+        return started
+
+    def end(self, message_id: int) -> bool:
+        """Close the current thread's send; return whether it had passed the deadline."""
+        with self._lock:
+            self._sends.pop(threading.get_ident(), None)
+            if message_id in self._overdue:
+                self._overdue.discard(message_id)
+                return True
+            return False
+
+    def is_overdue(self, message_id: int) -> bool:
+        with self._lock:
+            return message_id in self._overdue
+
+    def overdue_ids(self) -> set[int]:
+        with self._lock:
+            return set(self._overdue)
+
+    def enforce(self) -> None:
+        """Abandon every send older than the deadline: stop its lease, cut its connection."""
+        now = time.monotonic()
+        with self._lock:
+            overdue = [
+                (message_id, backend)
+                for message_id, started, backend in self._sends.values()
+                if now - started > self.seconds and message_id not in self._overdue
+            ]
+            self._overdue.update(message_id for message_id, _backend in overdue)
+        for message_id, backend in overdue:
+            cut = sever(backend)
+            log_event(logger, logging.WARNING, "outbox.send_deadline", id=message_id, deadline_s=self.seconds,
+                      connection_cut=cut)  # fmt: skip
+
+
+class Keeper(threading.Thread):
+    """Keeps the worker's promises while its senders are busy.
+
+    Every tick: abandon sends older than the send deadline; write outcomes
+    that waited FINISH_WITHIN seconds; every HEARTBEAT_SECONDS record that
+    the worker is alive; every `lease_seconds / 3` extend the leases of the
+    rows the senders still work on. Only rows in hand are extended: a row
+    whose outcome could not be written, or whose send passed the deadline, is
+    left to its lease. On its own database connection, so a sender stuck in a
+    slow SMTP conversation stops none of it.
+
+    With `use_database` off (the worker runs inside its caller's transaction,
+    which other connections cannot see) it only polices the deadline.
+    """
+
+    TICK = 0.1
 
     def __init__(
         self,
@@ -148,49 +229,76 @@ class LeaseKeeper(threading.Thread):
         worker_id: str,
         lease_seconds: float,
         stopping: threading.Event,
-        in_hand: Callable[[], list[int]],
+        lease_ids: Callable[[], list[int]],
+        flush_due: Callable[[], None],
+        enforce_deadline: Callable[[], None],
+        pause_state: Callable[[], tuple[datetime | None, str]],
+        use_database: bool = True,
     ) -> None:
         # `stopping` is set only once every sender has finished: during a
         # graceful shutdown the message in hand still needs its lease.
-        super().__init__(name="outbox-lease-keeper", daemon=True)
+        super().__init__(name="outbox-keeper", daemon=True)
         self.worker_id = worker_id
         self.lease_seconds = lease_seconds
         self.stopping = stopping
-        self.in_hand = in_hand
-        self.started_at = timezone.now()
+        self.lease_ids = lease_ids
+        self.flush_due = flush_due
+        self.enforce_deadline = enforce_deadline
+        self.pause_state = pause_state
+        self.use_database = use_database
+        self.heartbeat_seconds = min(outbox_settings.HEARTBEAT_SECONDS, lease_seconds / 3)
+        self.first_beat = threading.Event()
+
+    def beat(self) -> None:
+        # The provider gate's pause rides along, so the heartbeat row always
+        # shows it even if the gate's own write of it failed.
+        paused_since, pause_reason = self.pause_state()
+        outbox_worker_seen(
+            worker_id=self.worker_id, hostname=socket.gethostname(), pid=os.getpid(),
+            paused_since=paused_since, pause_reason=pause_reason,
+        )  # fmt: skip
+        self.first_beat.set()
+
+    def gone(self) -> None:
+        try:
+            outbox_worker_gone(worker_id=self.worker_id)
+        except (DatabaseError, InterfaceError):
+            pass  # the row goes stale instead, with the same meaning
 
     def extend(self) -> int:
-        now = timezone.now()
-        outbox_worker_seen(
-            worker_id=self.worker_id,
-            hostname=socket.gethostname(),
-            pid=os.getpid(),
-            started_at=self.started_at,
-            now=now,
-        )
-        ids = self.in_hand()
+        ids = self.lease_ids()
         if not ids:
             return 0
-        return outbox_extend_leases(
-            message_ids=ids, worker_id=self.worker_id, now=now, lease_seconds=self.lease_seconds
-        )
+        return outbox_extend_leases(message_ids=ids, worker_id=self.worker_id, lease_seconds=self.lease_seconds)
+
+    def _step(self, name: str, action: Callable[[], object]) -> None:
+        try:
+            action()
+        except (DatabaseError, InterfaceError) as exc:
+            log_event(logger, logging.ERROR, "outbox.keeper_error", worker=self.worker_id, step=name, error=repr(exc))
+            connection.close()
+        except Exception as exc:  # noqa: BLE001 - the keeper must outlive any one failure
+            log_event(logger, logging.ERROR, "outbox.keeper_error", worker=self.worker_id, step=name, error=repr(exc),
+                      traceback=traceback.format_exc())  # fmt: skip
 
     def run(self) -> None:
-        interval = self.lease_seconds / 3
-        next_run = time.monotonic()  # announce the worker at once, then every interval
+        next_beat = next_extend = time.monotonic()  # announce the worker at once
         try:
-            while not self.stopping.wait(max(0.0, next_run - time.monotonic())):
-                next_run = time.monotonic() + interval
-                try:
-                    extended = self.extend()
-                    if extended:
-                        logger.debug("outbox.lease_extended worker=%s rows=%s", self.worker_id, extended)
-                except (DatabaseError, InterfaceError) as exc:
-                    logger.error("outbox.lease_extend_failed worker=%s error=%r", self.worker_id, exc)
-                    connection.close()
-            try:
-                outbox_worker_gone(worker_id=self.worker_id)
-            except (DatabaseError, InterfaceError):
-                pass  # the row goes stale instead; nothing depends on its removal
+            while True:
+                self._step("deadline", self.enforce_deadline)
+                if self.use_database:
+                    now = time.monotonic()
+                    if now >= next_beat:
+                        next_beat = now + self.heartbeat_seconds
+                        self._step("heartbeat", self.beat)
+                    if now >= next_extend:
+                        next_extend = now + self.lease_seconds / 3
+                        self._step("extend", self.extend)
+                    self._step("flush", self.flush_due)
+                if self.stopping.wait(self.TICK):
+                    break
+            if self.use_database:
+                self.gone()
         finally:
-            connection.close()
+            if self.use_database:
+                connection.close()

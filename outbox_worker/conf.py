@@ -13,8 +13,9 @@ class OutboxSettings:
     def LEASE_SECONDS(self) -> float:
         """How long a claim lasts; after it, another worker may take the row.
 
-        Must cover one send with its in-process retries (EMAIL_TIMEOUT × tries
-        plus the backoff waits), or a slow send is delivered twice.
+        The keeper extends it while a send is in progress (up to
+        SEND_DEADLINE), so it only has to outlast a few missed extensions. A
+        dead worker's rows come back sooner, through its stale heartbeat.
         """
         return float(getattr(settings, "OUTBOX_LEASE_SECONDS", 120.0))
 
@@ -37,23 +38,36 @@ class OutboxSettings:
         return bool(getattr(settings, "OUTBOX_NOTIFY", True))
 
     @property
-    def ASYNC_COMMIT(self) -> bool:
-        """Let the worker's own commits skip waiting for the disk flush (PostgreSQL).
+    def HEARTBEAT_SECONDS(self) -> float:
+        """How often a worker records that it is alive (WorkerHeartbeat.last_seen_at)."""
+        return float(getattr(settings, "OUTBOX_HEARTBEAT_SECONDS", 5.0))
 
-        Safe for an outbox: if the database server crashes, the worker's last
-        fraction of a second of claims and outcomes can be lost, which sends
-        those emails again (at-least-once) but never loses one — enqueues are
-        made by the web process and keep full durability. Roughly doubles
-        delivery throughput on a disk that flushes slowly.
+    @property
+    def WORKER_STALE_AFTER(self) -> float:
+        """Seconds without a heartbeat after which a worker counts as dead and its rows are taken back.
+
+        A few heartbeats long, so a busy database does not make a live worker
+        look dead; a killed worker's rows come back within this plus one poll.
         """
-        return bool(getattr(settings, "OUTBOX_ASYNC_COMMIT", True))
+        return float(getattr(settings, "OUTBOX_WORKER_STALE_AFTER", 20.0))
+
+    @property
+    def SEND_DEADLINE(self) -> float:
+        """Seconds one send may take in all before it is abandoned.
+
+        Past it the worker cuts the backend's connection, stops extending the
+        lease and hands the row back with an `abandoned` attempt: a server that
+        drip-feeds bytes cannot hold a message (or a sender) forever.
+        """
+        return float(getattr(settings, "OUTBOX_SEND_DEADLINE", 300.0))
 
     @property
     def FINISH_EVERY(self) -> int:
-        """Outcomes written per database round trip inside a batch.
+        """Messages per database round trip: outcomes written, and next sends marked started.
 
-        Higher means fewer writes per email; a worker killed with outcomes
-        still unwritten has those emails sent again after the lease.
+        Higher means fewer writes per email. A worker killed mid-batch costs
+        at most this many messages an attempt (the group marked started) and
+        re-sends at most the accepted ones among them; unstarted rows cost nothing.
         """
         return int(getattr(settings, "OUTBOX_FINISH_EVERY", 10))
 
@@ -64,13 +78,27 @@ class OutboxSettings:
 
     @property
     def SEND_TRIES(self) -> int:
-        """Tries inside one delivery for transient errors (tenacity)."""
-        return int(getattr(settings, "OUTBOX_SEND_TRIES", 3))
+        """Tries inside one delivery when the provider fails (connection, TLS, 421 …).
+
+        The first send, an immediate reconnect, then reconnects after the
+        SEND_RETRY_WAIT waits. Message-level errors (451, 550) get one try and
+        go back to the queue. A hung server costs up to SEND_TRIES × EMAIL_TIMEOUT.
+        """
+        return int(getattr(settings, "OUTBOX_SEND_TRIES", 4))
 
     @property
     def SEND_RETRY_WAIT(self) -> tuple[float, float]:
-        """(initial, maximum) seconds between in-process tries, jittered."""
-        return tuple(getattr(settings, "OUTBOX_SEND_RETRY_WAIT", (0.5, 5.0)))
+        """(first, maximum) seconds between reconnects after the immediate one: 0.1, 0.5, 0.5 … jittered."""
+        return tuple(getattr(settings, "OUTBOX_SEND_RETRY_WAIT", (0.1, 0.5)))
+
+    @property
+    def PAUSE_BACKOFF(self) -> tuple[float, float]:
+        """(first, maximum) seconds a worker pauses delivery after a provider-level failure.
+
+        Each failed probe doubles the pause (jittered down by up to 20 %), up to
+        the maximum; the first success resumes delivery. See provider.py.
+        """
+        return tuple(getattr(settings, "OUTBOX_PAUSE_BACKOFF", (1.0, 300.0)))
 
     @property
     def BACKOFF(self) -> tuple[float, float]:

@@ -6,10 +6,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from django.core.mail import EmailMultiAlternatives
 from django.core.mail.backends.base import BaseEmailBackend
 from django.utils import timezone
 
-from .errors import classify
+from .errors import BackendRefused, Blame, Classified, classify
+from .logevents import log_event
 from .mime import build_email
 from .models import AttemptOutcome, DeliveryAttempt, OutboxMessage
 from .retry import RetryPolicy
@@ -17,18 +19,31 @@ from .retry import RetryPolicy
 logger = logging.getLogger("outbox_worker.delivery")
 
 
-class BackendRefused(Exception):
-    """The backend returned without sending and without saying why."""
-
-
 @dataclass
 class DeliveryResult:
-    """What happened to one message: sent, or the last error and its kind."""
+    """What happened to one message: sent, or the last failure and who it is about."""
 
     sent: bool
-    transient: bool = False
-    error: str = ""
+    verdict: Classified | None = None  # the last try's failure; None when sent
     attempts: list[DeliveryAttempt] = field(default_factory=list)
+
+    @property
+    def blame(self) -> Blame | None:
+        return None if self.verdict is None else self.verdict.blame
+
+    @property
+    def provider_level(self) -> bool:
+        """The provider failed, not the message: hand it back without spending an attempt."""
+        return self.verdict is not None and self.verdict.provider_level
+
+    @property
+    def transient(self) -> bool:
+        """The message may go through later (always, when the provider failed)."""
+        return self.verdict is not None and self.verdict.transient
+
+    @property
+    def error(self) -> str:
+        return "" if self.verdict is None else self.verdict.description
 
 
 def close_quietly(connection: BaseEmailBackend) -> None:
@@ -48,14 +63,23 @@ def deliver(
     sleep: Callable[[float], object],
     should_stop: Callable[[], bool],
 ) -> DeliveryResult:
-    """Send one message, retrying transient errors in-process per `policy`."""
+    """Send one message; reconnect in-process (per `policy`) only when the provider failed.
+
+    Never waits on the message's behalf: a message-level failure returns after
+    its one try, and the caller puts the message back with the persisted backoff.
+    Every try is recorded in `attempts`.
+    """
     result = DeliveryResult(sent=False)
     try:
         email = build_email(message, connection)
-    except Exception as exc:  # noqa: BLE001 - a row we cannot build is a permanent failure
-        result.error = classify(exc).description
+    except Exception as exc:  # noqa: BLE001 - a row we cannot build is a recorded outcome, never a crash
+        result.verdict = classify(exc)
         now = timezone.now()
-        result.attempts.append(_attempt(message, worker_id, 1, now, now, AttemptOutcome.PERMANENT, None, result.error))
+        result.attempts.append(_attempt(message, worker_id, 1, now, result.verdict, finished=now))
+        log_event(
+            logger, logging.WARNING, "outbox.try_failed", id=message.pk, attempt=message.attempts, try_number=1,
+            blame=str(result.verdict.blame), transient=result.verdict.transient, error=result.verdict.description,
+        )  # fmt: skip
         return result
 
     try_number = 0
@@ -63,50 +87,54 @@ def deliver(
         for retry_state in policy.retrying(sleep=sleep, should_stop=should_stop):
             with retry_state:
                 try_number += 1
-                started = timezone.now()
-                clock = time.monotonic()
-                try:
-                    # Opened here rather than by send_messages(), which would
-                    # close a connection it opened itself after every message.
-                    connection.open()
-                    if connection.send_messages([email]) != 1:
-                        raise BackendRefused("the email backend did not send the message")
-                except Exception as exc:
-                    close_quietly(connection)
-                    verdict = classify(exc)
-                    outcome = AttemptOutcome.TRANSIENT if verdict.transient else AttemptOutcome.PERMANENT
-                    result.attempts.append(
-                        _attempt(
-                            message,
-                            worker_id,
-                            try_number,
-                            started,
-                            timezone.now(),
-                            outcome,
-                            verdict.smtp_code,
-                            verdict.description,
-                        )
-                    )
-                    logger.warning(
-                        "outbox.try_failed id=%s attempt=%s try=%s outcome=%s code=%s duration_ms=%.1f error=%r",
-                        message.pk,
-                        message.attempts,
-                        try_number,
-                        outcome,
-                        verdict.smtp_code,
-                        (time.monotonic() - clock) * 1000,
-                        verdict.description,
-                    )
-                    raise
-                result.attempts.append(
-                    _attempt(message, worker_id, try_number, started, timezone.now(), AttemptOutcome.SENT, None, "")
+                _send_once(
+                    message,
+                    email,
+                    connection=connection,
+                    worker_id=worker_id,
+                    try_number=try_number,
+                    attempts=result.attempts,
                 )
         result.sent = True
     except Exception as exc:  # noqa: BLE001 - every failure becomes a recorded outcome
-        verdict = classify(exc)
-        result.transient = verdict.transient
-        result.error = verdict.description
+        result.verdict = classify(exc)
     return result
+
+
+def _send_once(
+    message: OutboxMessage,
+    email: EmailMultiAlternatives,
+    *,
+    connection: BaseEmailBackend,
+    worker_id: str,
+    try_number: int,
+    attempts: list[DeliveryAttempt],
+) -> None:
+    """Make one try; record it in `attempts`; re-raise its error for the retry loop."""
+    started = timezone.now()
+    clock = time.monotonic()
+    try:
+        # Opened here rather than by send_messages(), which would close a
+        # connection it opened itself after every message.
+        connection.open()
+        if connection.send_messages([email]) != 1:
+            raise BackendRefused("the email backend did not send the message")
+    except Exception as exc:
+        verdict = classify(exc)
+        if verdict.provider_level or not verdict.answered:
+            # The session may be broken. After a reply about this message
+            # (a refused recipient, a 5xx after DATA) smtplib has reset the
+            # session, and the next message can use the same connection.
+            close_quietly(connection)
+        attempts.append(_attempt(message, worker_id, try_number, started, verdict))
+        log_event(
+            logger, logging.WARNING, "outbox.try_failed",
+            id=message.pk, attempt=message.attempts, try_number=try_number, blame=str(verdict.blame),
+            transient=verdict.transient, code=verdict.smtp_code, http_status=verdict.http_status,
+            duration_ms=round((time.monotonic() - clock) * 1000, 1), error=verdict.description,
+        )  # fmt: skip
+        raise
+    attempts.append(_attempt(message, worker_id, try_number, started, None))
 
 
 def _attempt(
@@ -114,19 +142,27 @@ def _attempt(
     worker_id: str,
     try_number: int,
     started: datetime,
-    finished: datetime,
-    outcome: str,
-    smtp_code: int | None,
-    error: str,
+    verdict: Classified | None,
+    finished: datetime | None = None,
 ) -> DeliveryAttempt:
+    """Return the DeliveryAttempt row for one try (`verdict` None: it was sent).
+
+    Provider-level tries are recorded as `transient`: the message was not at
+    fault and will be tried again (the error text says what failed).
+    """
+    if verdict is None:
+        outcome, code, error = AttemptOutcome.SENT, None, ""
+    else:
+        outcome = AttemptOutcome.TRANSIENT if verdict.transient else AttemptOutcome.PERMANENT
+        code, error = verdict.smtp_code, verdict.description
     return DeliveryAttempt(
         message_id=message.pk,
         attempt=message.attempts,
         try_number=try_number,
         worker=worker_id,
         started_at=started,
-        finished_at=finished,
+        finished_at=finished or timezone.now(),
         outcome=outcome,
-        smtp_code=smtp_code,
+        smtp_code=code,
         error=error,
     )

@@ -21,6 +21,7 @@ from django.core.mail import EmailMultiAlternatives
 from django.core.mail.backends.base import BaseEmailBackend
 from django.core.mail.message import sanitize_address
 
+from .errors import MessageCannotBeBuilt
 from .models import OutboxMessage
 
 # C0 controls (tab included), DEL and the C1 controls, and the two Unicode
@@ -44,10 +45,6 @@ class HeaderTextError(ValueError):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
-
-
-class MessageCannotBeBuilt(ValueError):  # defined in errors.py after merge
-    """The row cannot become a well-formed email; sending it again cannot help."""
 
 
 def header_text_problem(value: str) -> str | None:

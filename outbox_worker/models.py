@@ -1,13 +1,15 @@
 """The outbox tables: one row per email to send, one row per delivery try."""
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import models
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.db.models.fields.json import KeyTextTransform
-from django.db.models.functions import Lower
+from django.db.models.functions import Lower, Now
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+
+from .conf import outbox_settings
 
 
 class OutboxStatus(models.TextChoices):
@@ -41,8 +43,17 @@ class OutboxMessage(models.Model):
     message_id = models.CharField(_("Message-ID"), max_length=255, unique=True)
 
     status = models.CharField(_("situação"), max_length=16, choices=OutboxStatus.choices, default=OutboxStatus.PENDING)
-    # Deliveries started (claims), including one cut short by a crashed worker.
+    # Deliveries started, including one cut short by a crashed worker. Counted
+    # when the worker marks the row started (`started_at`), not at claim: rows
+    # a crashed worker had claimed but not started come back without a charge.
     attempts = models.PositiveIntegerField(_("tentativas"), default=0)
+    # Set (by the database clock) when the current holder is about to send this
+    # row; cleared by the next claim. A row that comes back from a dead worker
+    # with it set was in flight when that worker died.
+    started_at = models.DateTimeField(_("envio iniciado em"), null=True, blank=True)
+    # How many workers died while this row was in flight. A message that kills
+    # the worker twice is failed alone instead of crash-looping its neighbours.
+    interruptions = models.PositiveSmallIntegerField(_("interrupções"), default=0)
     max_attempts = models.PositiveIntegerField(_("máximo de tentativas"), default=5)
     available_at = models.DateTimeField(_("próxima tentativa"), default=timezone.now)
     locked_by = models.CharField(_("worker"), max_length=128, blank=True)
@@ -131,11 +142,68 @@ class DeliveryAttempt(models.Model):
         return f"{self.message_id} #{self.attempt}.{self.try_number} {self.outcome}"
 
 
-class WorkerHeartbeat(models.Model):
-    """A running worker process, refreshed every lease/3 seconds while it lives.
+def worker_stale_after() -> timedelta:
+    """How long a worker may go without a heartbeat before it counts as dead."""
+    return timedelta(seconds=outbox_settings.WORKER_STALE_AFTER)
 
-    Lets operators see which workers are alive even when there is nothing to
-    send; the row is removed on a clean shutdown and goes stale on a crash.
+
+class WorkerHeartbeatQuerySet(QuerySet):
+    """The one definition of a live worker, judged by the database clock.
+
+    A worker is alive while its heartbeat is newer than `worker_stale_after()`
+    by the database's own clock, so workers (and the admin) whose clocks differ
+    still agree. The claim statement says the same thing in SQL
+    (`alive_worker_sql`); both are built here so they cannot drift apart.
+    """
+
+    def alive(self) -> "WorkerHeartbeatQuerySet":
+        return self.filter(last_seen_at__gte=Now() - worker_stale_after())
+
+    def stale(self) -> "WorkerHeartbeatQuerySet":
+        return self.filter(last_seen_at__lt=Now() - worker_stale_after())
+
+
+def database_now_sql(vendor: str) -> str:
+    """SQL for "now" by the database clock, comparable with stored datetimes.
+
+    PostgreSQL: the statement's start (not the transaction's, which a long
+    transaction would freeze). SQLite: its CURRENT_TIMESTAMP has no fraction
+    and a different shape from the text Django stores, which is compared as
+    text; so build Django's shape, to the end of the current millisecond
+    (SQLite has no finer clock), or a row stored a few microseconds ago by
+    Python would not yet be due.
+    """
+    if vendor == "postgresql":
+        return "statement_timestamp()"
+    return "(strftime('%%Y-%%m-%%d %%H:%%M:%%f', 'now') || '999')"
+
+
+def database_now_plus_sql(vendor: str, seconds_param: str) -> str:
+    """SQL for "now + %(seconds_param)s seconds" by the database clock (a negative value goes back)."""
+    if vendor == "postgresql":
+        return f"(statement_timestamp() + make_interval(secs => %({seconds_param})s))"
+    return f"(strftime('%%Y-%%m-%%d %%H:%%M:%%f', 'now', printf('%%+f seconds', %({seconds_param})s)) || '999')"
+
+
+def alive_worker_sql(vendor: str, *, worker_column: str, stale_param: str) -> str:
+    """SQL condition: the worker named by `worker_column` has a live heartbeat (see WorkerHeartbeatQuerySet).
+
+    `stale_param` names a parameter the caller sets to `-worker_stale_after()` in seconds.
+    """
+    table = WorkerHeartbeat._meta.db_table
+    return (
+        f"EXISTS (SELECT 1 FROM {table} AS heartbeat WHERE heartbeat.worker_id = {worker_column} "
+        f"AND heartbeat.last_seen_at >= {database_now_plus_sql(vendor, stale_param)})"
+    )
+
+
+class WorkerHeartbeat(models.Model):
+    """A running worker process, refreshed every few seconds while it lives.
+
+    Liveness has one meaning everywhere (`WorkerHeartbeat.objects.alive()`):
+    the claim takes back the rows of a worker whose heartbeat went stale, and
+    operators see the same workers as alive. The row is removed on a clean
+    shutdown and goes stale on a crash.
     """
 
     worker_id = models.CharField(_("worker"), max_length=128, unique=True)
@@ -143,6 +211,12 @@ class WorkerHeartbeat(models.Model):
     pid = models.PositiveIntegerField()
     started_at = models.DateTimeField(_("iniciado em"))
     last_seen_at = models.DateTimeField(_("visto por último em"), db_index=True)
+    # Set while the worker holds delivery back because the provider fails us
+    # (provider.ProviderGate); operators see it in outbox_status and the admin.
+    paused_since = models.DateTimeField(_("entrega pausada desde"), null=True, blank=True)
+    pause_reason = models.TextField(_("motivo da pausa"), blank=True)
+
+    objects = WorkerHeartbeatQuerySet.as_manager()
 
     class Meta:
         verbose_name = _("worker")

@@ -1,12 +1,15 @@
-"""The retry policy: how often and how soon a failed delivery is tried again.
+"""The retry policy: how soon a failed delivery is tried again.
 
-Two levels:
-- inside one delivery, tenacity retries a transient error a few times with a
-  short jittered exponential wait (a greylisting 451 or a reset connection
-  often clears in seconds);
-- if the delivery still fails, the message goes back to the queue and its next
-  attempt waits `backoff(attempt)`, doubling each time, until the message's
-  attempt budget is spent and it is marked failed.
+Two levels, and no sender ever sleeps on one message's behalf:
+- inside one delivery, tenacity reconnects when the *provider* failed (a
+  dropped or refused connection, TLS, a 421): at once, then after ~0.1 s and
+  ~0.5 s, so a single dropped connection costs milliseconds. A message-level
+  error (a greylisting 451, a 550) is never retried in-process: the message
+  goes back to the queue and the sender moves on to the next one;
+- back in the queue, a message-level transient failure waits `backoff(attempt)`,
+  doubling each time, until the message's attempt budget is spent and it is
+  marked failed. Provider-level failures spend no attempt: the provider gate
+  (provider.py) pauses delivery instead.
 """
 
 import random
@@ -14,10 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from .conf import outbox_settings
 from .errors import classify
+
+# Each wait between reconnects is this many times the previous one (0.1 s, 0.5 s …).
+RECONNECT_WAIT_GROWTH = 5
 
 
 @dataclass(frozen=True)
@@ -40,16 +46,29 @@ class RetryPolicy:
             backoff_max=backoff_max,
         )
 
+    def reconnect_wait(self, retry_state: RetryCallState) -> float:
+        """Return the seconds to wait before the next try, after `retry_state.attempt_number` tries failed.
+
+        None before the first reconnect (a server that dropped an idle
+        connection takes a new one at once), then wait_initial growing five-fold
+        up to wait_max, jittered down by up to 20 %.
+        """
+        failed = retry_state.attempt_number
+        if failed <= 1:
+            return 0.0
+        delay = min(self.wait_max, self.wait_initial * RECONNECT_WAIT_GROWTH ** (failed - 2))
+        return delay * random.uniform(0.8, 1.0)
+
     def retrying(self, *, sleep: Callable[[float], object], should_stop: Callable[[], bool]) -> Retrying:
-        """Return a tenacity loop for one delivery's in-process tries.
+        """Return a tenacity loop for one delivery's tries: retry provider-level errors only.
 
         `should_stop` ends the loop early when the worker is shutting down, so a
         stopping worker does not sit through more waits and tries.
         """
         return Retrying(
             stop=stop_after_attempt(self.tries) | (lambda _state: should_stop()),
-            wait=wait_exponential_jitter(multiplier=self.wait_initial, max=self.wait_max, jitter=self.wait_initial),
-            retry=retry_if_exception(lambda exc: classify(exc).transient),
+            wait=self.reconnect_wait,
+            retry=retry_if_exception(lambda exc: classify(exc).provider_level),
             sleep=sleep,
             reraise=True,
         )

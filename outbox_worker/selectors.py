@@ -33,20 +33,27 @@ class OutboxHealth:
     oldest_due_at: datetime | None
     oldest_due_age_seconds: float | None
     failed_last_hour: int
-    workers: list[dict]
+    workers: list[dict]  # worker_id, hostname, pid, last_seen_at, paused_since, pause_reason
     checked_at: datetime
+
+    @property
+    def delivery_paused(self) -> bool:
+        """Whether a live worker holds delivery back because the provider fails it (provider.ProviderGate)."""
+        return any(worker["paused_since"] is not None for worker in self.workers)
 
     def as_dict(self) -> dict:
         data = asdict(self)
         data["oldest_due_at"] = self.oldest_due_at.isoformat() if self.oldest_due_at else None
         data["checked_at"] = self.checked_at.isoformat()
+        data["delivery_paused"] = self.delivery_paused
         for worker in data["workers"]:
             worker["last_seen_at"] = worker["last_seen_at"].isoformat()
+            worker["paused_since"] = worker["paused_since"].isoformat() if worker["paused_since"] else None
         return data
 
 
-def outbox_health(*, now: datetime | None = None, workers_within: timedelta = timedelta(minutes=5)) -> OutboxHealth:
-    """Return counts by status, the oldest due message, recent failures and live workers."""
+def outbox_health(*, now: datetime | None = None) -> OutboxHealth:
+    """Return counts by status, the oldest due message, recent failures and live workers (see WorkerHeartbeat)."""
     now = now or timezone.now()
     counts = {status: 0 for status in OutboxStatus.values}
     for row in OutboxMessage.objects.order_by().values("status").annotate(n=Count("id")):
@@ -63,8 +70,8 @@ def outbox_health(*, now: datetime | None = None, workers_within: timedelta = ti
         status=OutboxStatus.FAILED, updated_at__gte=now - timedelta(hours=1)
     ).count()
     workers = list(
-        WorkerHeartbeat.objects.filter(last_seen_at__gte=now - workers_within).values(
-            "worker_id", "hostname", "pid", "last_seen_at"
+        WorkerHeartbeat.objects.alive().values(
+            "worker_id", "hostname", "pid", "last_seen_at", "paused_since", "pause_reason"
         )
     )
     return OutboxHealth(
@@ -98,6 +105,8 @@ class WorkerSeen:
     worker_id: str
     last_seen: datetime
     holding: int  # messages it holds a live lease on right now
+    paused_since: datetime | None = None  # delivery held back: the provider fails this worker
+    pause_reason: str = ""
 
 
 @dataclass
@@ -114,6 +123,10 @@ class OutboxDashboard:
     @property
     def oldest_due_age(self) -> timedelta | None:
         return None if self.oldest_due_at is None else self.now - self.oldest_due_at
+
+    @property
+    def paused_workers(self) -> list[WorkerSeen]:
+        return [worker for worker in self.workers if worker.paused_since is not None]
 
 
 def capped_count(queryset: QuerySet, cap: int | None = None) -> CappedCount:
@@ -187,10 +200,13 @@ def outbox_workers_seen(*, now: datetime) -> list[WorkerSeen]:
         .order_by()
         .values_list("worker", "last")
     )
-    for worker_id, seen in WorkerHeartbeat.objects.filter(last_seen_at__gte=since).values_list(
-        "worker_id", "last_seen_at"
-    ):
+    pauses: dict[str, tuple[datetime, str]] = {}
+    for worker_id, seen, paused_since, pause_reason in WorkerHeartbeat.objects.filter(
+        last_seen_at__gte=since
+    ).values_list("worker_id", "last_seen_at", "paused_since", "pause_reason"):
         last_seen[worker_id] = max(seen, last_seen.get(worker_id, seen))
+        if paused_since is not None:
+            pauses[worker_id] = (paused_since, pause_reason)
     holding: dict[str, int] = {}
     for worker_id, n in (
         OutboxMessage.objects.filter(status=OutboxStatus.SENDING, locked_until__gt=now)
@@ -201,7 +217,10 @@ def outbox_workers_seen(*, now: datetime) -> list[WorkerSeen]:
     ):
         holding[worker_id] = n
         last_seen.setdefault(worker_id, now)
-    workers = [WorkerSeen(worker_id, seen, holding.get(worker_id, 0)) for worker_id, seen in last_seen.items()]
+    workers = [
+        WorkerSeen(worker_id, seen, holding.get(worker_id, 0), *pauses.get(worker_id, (None, "")))
+        for worker_id, seen in last_seen.items()
+    ]
     return sorted(workers, key=lambda worker: worker.last_seen, reverse=True)
 
 

@@ -1,94 +1,182 @@
 """Every status change a worker makes after a claim, each a guarded update.
 
-A worker may only finish a row it still holds (`status = sending AND
-locked_by = me`). If its lease expired and another worker took the row, the
-update matches nothing and the caller is told, instead of overwriting the
-other worker's result.
+A worker may only change a row it still holds (`status = sending AND
+locked_by = me`). If another worker took the row back meanwhile, the update
+matches nothing and the caller is told which rows, instead of overwriting the
+other worker's result. Times come from the database clock, like the claim's.
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, QuerySet
+from django.db.models.functions import Now
 
-from .models import DeliveryAttempt, OutboxMessage, OutboxStatus, WorkerHeartbeat
+from .models import DeliveryAttempt, OutboxMessage, OutboxStatus, WorkerHeartbeat, database_now_sql
+
+TABLE = OutboxMessage._meta.db_table
 
 
 @dataclass
 class Outcome:
     """How one delivery ended, waiting to be written.
 
-    `status` is SENT, FAILED, or PENDING (a transient failure, next try at
-    `available_at`).
+    `status` is SENT, FAILED, or PENDING: tried again `retry_in` from now (by
+    the database clock) or at once. `refund` gives back the attempt counted
+    when the send started: the delivery said nothing about the message (the
+    provider refused us) or never really began.
     """
 
     message_id: int
     status: str
     error: str = ""
-    available_at: datetime | None = None
+    retry_in: timedelta | None = None
     attempts: list[DeliveryAttempt] = field(default_factory=list)
+    refund: bool = False
 
 
 def _held(message_ids: Iterable[int], worker_id: str) -> QuerySet[OutboxMessage]:
     return OutboxMessage.objects.filter(pk__in=list(message_ids), status=OutboxStatus.SENDING, locked_by=worker_id)
 
 
-def outbox_finish(*, outcomes: list[Outcome], worker_id: str, now: datetime) -> int:
-    """Write delivery outcomes in one transaction; return how many rows were no longer held.
+def _update_held_returning(
+    message_ids: Sequence[int], worker_id: str, assignments: str, params: list, returning: str
+) -> list[tuple]:
+    """`UPDATE … SET assignments WHERE held RETURNING …`: the ORM's update() cannot say which rows it changed."""
+    if not message_ids:
+        return []
+    placeholders = ", ".join(["%s"] * len(message_ids))
+    sql = (
+        f"UPDATE {TABLE} SET {assignments} "
+        f"WHERE id IN ({placeholders}) AND status = %s AND locked_by = %s RETURNING {returning}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, *message_ids, OutboxStatus.SENDING, worker_id])
+        return cursor.fetchall()
 
-    All sent messages are finished by one UPDATE: after a healthy batch that
-    is one statement however many emails went out.
+
+def _write_outcomes(outcomes: list[Outcome], worker_id: str) -> list[int]:
+    now = database_now_sql(connection.vendor)
+    sent_ids = [o.message_id for o in outcomes if o.status == OutboxStatus.SENT]
+    # All sent messages in one statement, however many emails went out.
+    finished = _update_held_returning(
+        sent_ids,
+        worker_id,
+        f"status = %s, sent_at = {now}, last_error = '', locked_by = '', locked_until = NULL, "
+        f"started_at = NULL, updated_at = {now}",
+        [OutboxStatus.SENT],
+        "id",
+    )
+    finished_ids = {row[0] for row in finished}
+    lost = [pk for pk in sent_ids if pk not in finished_ids]
+    for outcome in outcomes:
+        if outcome.status == OutboxStatus.SENT:
+            continue
+        updated = _held([outcome.message_id], worker_id).update(
+            status=outcome.status,
+            last_error=outcome.error,
+            available_at=Now() + outcome.retry_in if outcome.retry_in else Now(),
+            attempts=F("attempts") - 1 if outcome.refund else F("attempts"),
+            locked_by="",
+            locked_until=None,
+            started_at=None,
+            updated_at=Now(),
+        )
+        if not updated:
+            lost.append(outcome.message_id)
+    already = _attempts_already_recorded(lost, worker_id) if lost else set()
+    # The tries happened whatever became of the lease: record them either way.
+    DeliveryAttempt.objects.bulk_create(
+        [attempt for o in outcomes for attempt in o.attempts if _attempt_key(attempt) not in already]
+    )
+    # A row whose tries are already recorded was finished by an earlier call of
+    # ours whose commit went through unacknowledged: not lost.
+    by_id = {o.message_id: o for o in outcomes}
+    return [
+        pk for pk in lost if not (by_id[pk].attempts and all(_attempt_key(a) in already for a in by_id[pk].attempts))
+    ]
+
+
+def _attempt_key(attempt: DeliveryAttempt) -> tuple:
+    return (attempt.message_id, attempt.attempt, attempt.try_number, attempt.started_at)
+
+
+def _attempts_already_recorded(message_ids: list[int], worker_id: str) -> set[tuple]:
+    rows = DeliveryAttempt.objects.filter(message_id__in=message_ids, worker=worker_id).values_list(
+        "message_id", "attempt", "try_number", "started_at"
+    )
+    return set(rows)
+
+
+def outbox_finish(*, outcomes: list[Outcome], worker_id: str) -> list[int]:
+    """Write delivery outcomes in one transaction; return the ids of rows this worker no longer held.
+
+    Idempotent: calling it again with the same outcomes (after a commit whose
+    acknowledgement was lost) neither records the tries twice nor reports
+    those rows as lost.
     """
-    lost = 0
     with transaction.atomic():
-        sent_ids = [o.message_id for o in outcomes if o.status == OutboxStatus.SENT]
-        if sent_ids:
-            updated = _held(sent_ids, worker_id).update(
-                status=OutboxStatus.SENT, sent_at=now, last_error="", locked_by="", locked_until=None, updated_at=now
-            )
-            lost += len(sent_ids) - updated
-        for outcome in outcomes:
-            if outcome.status == OutboxStatus.SENT:
-                continue
-            updated = _held([outcome.message_id], worker_id).update(
-                status=outcome.status,
-                last_error=outcome.error,
-                available_at=outcome.available_at or F("available_at"),
-                locked_by="",
-                locked_until=None,
-                updated_at=now,
-            )
-            lost += 1 - updated
-        # The tries happened whatever became of the lease: record them either way.
-        DeliveryAttempt.objects.bulk_create([attempt for o in outcomes for attempt in o.attempts])
-    return lost
+        return _write_outcomes(outcomes, worker_id)
 
 
-def outbox_release(*, message_ids: Iterable[int], worker_id: str, now: datetime) -> int:
-    """Hand back claimed messages this worker never started: due now, claim not counted."""
-    return _held(message_ids, worker_id).update(
-        status=OutboxStatus.PENDING,
-        locked_by="",
-        locked_until=None,
-        attempts=F("attempts") - 1,
-        updated_at=now,
-    )
+def outbox_mark_started(
+    *, message_ids: Sequence[int], worker_id: str, outcomes: list[Outcome] = ()
+) -> tuple[dict[int, int], list[int]]:
+    """Count an attempt for each message about to be sent, writing pending `outcomes` in the same transaction.
+
+    Return each still-held message's attempt number, and the ids of outcomes'
+    rows that were lost. A message missing from the first is no longer ours
+    and must not be sent. Committed before the send begins, so a message that
+    kills the worker has always been charged for it.
+    """
+    now = database_now_sql(connection.vendor)
+    with transaction.atomic():
+        lost = _write_outcomes(list(outcomes), worker_id) if outcomes else []
+        marked = _update_held_returning(
+            list(message_ids),
+            worker_id,
+            f"started_at = {now}, attempts = attempts + 1, updated_at = {now}",
+            [],
+            "id, attempts",
+        )
+    return dict(marked), lost
 
 
-def outbox_extend_leases(*, message_ids: Iterable[int], worker_id: str, now: datetime, lease_seconds: float) -> int:
+def outbox_release(*, message_ids: Iterable[int], worker_id: str, retry_in: timedelta | None = None) -> int:
+    """Hand back claimed messages that were not sent: due again now (or `retry_in` from now), nothing charged.
+
+    A row already marked started gets its attempt back: it never reached the provider.
+    """
+    ids = list(message_ids)
+    if not ids:
+        return 0
+    with transaction.atomic():
+        _held(ids, worker_id).filter(started_at__isnull=False).update(attempts=F("attempts") - 1, started_at=None)
+        return _held(ids, worker_id).update(
+            status=OutboxStatus.PENDING,
+            locked_by="",
+            locked_until=None,
+            available_at=Now() + retry_in if retry_in else F("available_at"),
+            updated_at=Now(),
+        )
+
+
+def outbox_extend_leases(*, message_ids: Iterable[int], worker_id: str, lease_seconds: float) -> int:
     """Push the lease of the given rows `worker_id` still holds; return how many that is."""
-    return _held(message_ids, worker_id).update(locked_until=now + timedelta(seconds=lease_seconds))
+    return _held(message_ids, worker_id).update(locked_until=Now() + timedelta(seconds=lease_seconds))
 
 
-def outbox_worker_seen(*, worker_id: str, hostname: str, pid: int, started_at: datetime, now: datetime) -> None:
-    """Record that the worker `worker_id` is alive."""
-    WorkerHeartbeat.objects.update_or_create(
-        worker_id=worker_id,
-        defaults={"last_seen_at": now},
-        create_defaults={"hostname": hostname, "pid": pid, "started_at": started_at, "last_seen_at": now},
-    )
+def outbox_worker_seen(
+    *, worker_id: str, hostname: str, pid: int, paused_since: datetime | None = None, pause_reason: str = ""
+) -> None:
+    """Record, by the database clock, that the worker `worker_id` is alive, and whether its delivery is paused."""
+    state = {"paused_since": paused_since, "pause_reason": pause_reason}
+    if not WorkerHeartbeat.objects.filter(worker_id=worker_id).update(last_seen_at=Now(), **state):
+        WorkerHeartbeat.objects.create(
+            worker_id=worker_id, hostname=hostname, pid=pid, started_at=Now(), last_seen_at=Now(), **state
+        )
 
 
 def outbox_worker_gone(*, worker_id: str) -> None:

@@ -1,11 +1,16 @@
 """The delivery loop behind `manage.py outbox_worker`.
 
-Each turn: claim a batch in a short committed transaction, send outside any
-transaction over one backend connection, write the outcomes with guarded
-updates. A crash at any line leaves every row either finished or leased; a
-lease that runs out makes the row claimable again (at-least-once delivery).
-Beside the sender loop(s) run a lease keeper (so a slow send keeps its row)
-and, on PostgreSQL, a LISTEN thread that wakes idle senders at commit time.
+Each turn: claim a batch in a short committed transaction (nothing charged),
+then for each small group of messages mark them started (their attempt is
+counted, in the same transaction as the previous group's outcomes) and send
+them outside any transaction. A crash at any line leaves every row either
+finished, or held by a worker whose heartbeat goes stale so another worker
+takes it back: rows never started cost nothing, rows in the started group
+cost one attempt, and a message that kills the worker twice is failed alone.
+
+Beside the sender loop(s) run a keeper thread (heartbeat, leases, the
+outcome flush, the send deadline) and, on PostgreSQL, a LISTEN thread that
+wakes idle senders at commit time.
 """
 
 import logging
@@ -16,55 +21,39 @@ import signal
 import socket
 import threading
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable
-from typing import TypeVar
+from datetime import timedelta
 
 from django.conf import settings
 from django.core.mail import get_connection
 from django.core.mail.backends.base import BaseEmailBackend
-from django.db import DatabaseError, InterfaceError, close_old_connections, connection
-from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.backends.signals import connection_created
-from django.utils import timezone
+from django.db import DatabaseError, InterfaceError, connection
 
-from .background import LeaseKeeper, NotificationListener, Waker
+from .background import Keeper, NotificationListener, SendDeadline, Waker
 from .claim import outbox_claim_batch
 from .conf import outbox_settings
-from .delivery import close_quietly, deliver
-from .models import AttemptOutcome, DeliveryAttempt, OutboxMessage, OutboxStatus
+from .delivery import DeliveryResult, close_quietly, deliver
+from .errors import Blame, Classified
+from .logevents import log_event
+from .models import OutboxMessage, OutboxStatus
+from .outcomes import (
+    DATABASE_RETRY_DELAYS,
+    OutcomeBook,
+    abandoned,
+    not_delivered,
+    outcome_name,
+    quarantine,
+    recycle_database_connection,
+    with_database_retry,
+)
+from .provider import Admission, ProviderGate
 from .retry import RetryPolicy
 from .throttle import RateLimiter
-from .transitions import Outcome, outbox_finish, outbox_release
+from .transitions import Outcome, outbox_release
 
 logger = logging.getLogger("outbox_worker.worker")
-
-T = TypeVar("T")
-
-# Waits after a database error, growing up to the last one: the database
-# restarting must cost a pause, never a crash loop or a message marked failed.
-DATABASE_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
-
-
-def _recycle_database_connection(*, force: bool = False) -> None:
-    """Drop a broken or expired database connection (any, with `force`); the next query reconnects.
-
-    Never inside an atomic block: closing there would throw away the caller's
-    transaction (a test case, or a caller running the worker inline).
-    """
-    if connection.in_atomic_block:
-        return
-    if force:
-        connection.close()
-    else:
-        close_old_connections()
-
-
-def _relax_commit_durability(sender: object, connection: BaseDatabaseWrapper, **kwargs: object) -> None:
-    # See OutboxSettings.ASYNC_COMMIT: only this process's sessions are affected.
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SET synchronous_commit TO OFF")
 
 
 def make_worker_id() -> str:
@@ -97,17 +86,23 @@ class OutboxWorker:
         self.concurrency = concurrency
         self.notify = outbox_settings.NOTIFY if notify is None else notify
         self.rate_limiter = RateLimiter(rate) if rate else None
-        self.finish_every = outbox_settings.FINISH_EVERY
+        self.group_size = max(1, outbox_settings.FINISH_EVERY)
+        self.deadline = SendDeadline(seconds=outbox_settings.SEND_DEADLINE)
         self.worker_id = worker_id or make_worker_id()
         self.policy = policy or RetryPolicy.from_settings()
         self.connection_factory = connection_factory
-        self.stats: Counter[str] = Counter()
+        self.book = OutcomeBook(worker_id=self.worker_id, finish_within=outbox_settings.FINISH_WITHIN)
+        self.stats = self.book.stats
         self.waker = Waker()
-        # Guards `stats` and `_in_hand`, which every sender thread updates.
-        self._lock = threading.Lock()
-        # Rows claimed by this process whose outcome is not yet written.
-        self._in_hand: set[int] = set()
+        # One per process, shared by the senders: a provider that fails us
+        # pauses them all, one probe tests it, the first success resumes.
+        self.gate = ProviderGate(worker_id=self.worker_id)
+        # One message already interrupted at a time per process, held from its
+        # mark to the end of its send: if it kills the worker again, no other
+        # suspect is caught marked with it (and failed for its second time).
+        self._suspect_lock = threading.Lock()
         self._stopping = threading.Event()
+        self._once_wait_until: float | None = None
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -117,9 +112,9 @@ class OutboxWorker:
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         if self._stopping.is_set():
-            logger.warning("outbox.worker_abort worker=%s signal=%s", self.worker_id, signum)
+            log_event(logger, logging.WARNING, "outbox.worker_abort", worker=self.worker_id, signal=signum)
             raise SystemExit(1)
-        logger.info("outbox.worker_stopping worker=%s signal=%s", self.worker_id, signum)
+        log_event(logger, logging.INFO, "outbox.worker_stopping", worker=self.worker_id, signal=signum)
         self.shutdown()
 
     def shutdown(self) -> None:
@@ -133,22 +128,30 @@ class OutboxWorker:
 
     def run(self) -> Counter[str]:
         """Deliver until shut down (or, with `once`, until nothing is due)."""
-        listen = self.notify and not self.once and connection.vendor == "postgresql"
-        logger.info(
-            "outbox.worker_started worker=%s concurrency=%s batch_size=%s poll_interval=%s lease_seconds=%s notify=%s",
-            self.worker_id, self.concurrency, self.batch_size, self.poll_interval, self.lease_seconds, listen,
+        # Inside the caller's transaction (a test case, an inline call) other
+        # connections cannot see our rows: everything then runs on this one.
+        inline = connection.in_atomic_block
+        listen = self.notify and not self.once and not inline and connection.vendor == "postgresql"
+        log_event(
+            logger, logging.INFO, "outbox.worker_started", worker=self.worker_id, concurrency=self.concurrency,
+            batch_size=self.batch_size, poll_interval=self.poll_interval, lease_seconds=self.lease_seconds,
+            send_deadline=self.deadline.seconds, notify=listen,
         )  # fmt: skip
         if getattr(settings, "EMAIL_TIMEOUT", None) is None:
-            # The lease keeper would keep a row hung on a silent server forever.
-            logger.warning("outbox.no_email_timeout: set EMAIL_TIMEOUT, or a hung SMTP server blocks a sender for good")
-        if outbox_settings.ASYNC_COMMIT:
-            connection_created.connect(_relax_commit_durability, dispatch_uid="outbox_worker_async_commit")
-            _recycle_database_connection(force=True)
+            log_event(logger, logging.WARNING, "outbox.no_email_timeout", advice="set EMAIL_TIMEOUT")
         senders_done = threading.Event()
-        keeper = LeaseKeeper(
-            worker_id=self.worker_id, lease_seconds=self.lease_seconds, stopping=senders_done, in_hand=self._in_hand_ids
-        )
+        keeper = Keeper(
+            worker_id=self.worker_id, lease_seconds=self.lease_seconds, stopping=senders_done,
+            lease_ids=self._lease_ids, flush_due=self.book.flush_if_overdue, enforce_deadline=self.deadline.enforce,
+            pause_state=self._pause_state, use_database=not inline,
+        )  # fmt: skip
+        if inline:
+            keeper.beat()
         keeper.start()
+        # Claim only once others can see we are alive, or they would take our rows back.
+        while not inline and not keeper.first_beat.wait(0.5):
+            if self.stopping:
+                break
         listener = NotificationListener(waker=self.waker, stopping=self._stopping) if listen else None
         if listener is not None:
             listener.start()
@@ -170,8 +173,10 @@ class OutboxWorker:
                 listener.stop()
             senders_done.set()
             keeper.join()
-            connection_created.disconnect(dispatch_uid="outbox_worker_async_commit")
-        logger.info("outbox.worker_stopped worker=%s %s", self.worker_id, _format_stats(self.stats))
+            if inline:
+                keeper.gone()
+        stats = dict(sorted(self.stats.items()))
+        log_event(logger, logging.INFO, "outbox.worker_stopped", worker=self.worker_id, **stats)
         return self.stats
 
     def _sender_thread(self) -> None:
@@ -187,156 +192,231 @@ class OutboxWorker:
         failures = 0
         try:
             while not self.stopping:
-                _recycle_database_connection()
+                recycle_database_connection()
                 since = self.waker.generation
+                if self.once and self.gate.paused:
+                    # "Everything due now" cannot go out while the provider fails
+                    # us; the rows wait, due when the pause ends, for the next run.
+                    log_event(logger, logging.WARNING, "outbox.once_stopped_by_pause", worker=self.worker_id,
+                              reason=self.gate.reason)  # fmt: skip
+                    break
+                admission = self._admission_to_claim()
+                if admission is None:
+                    continue  # paused: waited, ask again
                 try:
-                    claimed = self.process_batch(backend)
+                    claimed = self.process_batch(backend, admission=admission)
                     failures = 0
-                except Exception as exc:  # one bad turn must never stop the queue
+                except Exception as exc:  # noqa: BLE001 - one bad turn must never stop the queue
                     close_quietly(backend)
                     delay = DATABASE_RETRY_DELAYS[min(failures, len(DATABASE_RETRY_DELAYS) - 1)]
                     failures += 1
-                    if isinstance(exc, (DatabaseError, InterfaceError)):
-                        logger.error(
-                            "outbox.database_error worker=%s retry_in=%.1fs error=%r", self.worker_id, delay, exc
-                        )
-                    else:
-                        logger.exception("outbox.unexpected_error worker=%s retry_in=%.1fs", self.worker_id, delay)
-                    _recycle_database_connection()
+                    database = isinstance(exc, (DatabaseError, InterfaceError))
+                    log_event(
+                        logger, logging.ERROR, "outbox.database_error" if database else "outbox.unexpected_error",
+                        worker=self.worker_id, retry_in=delay, error=repr(exc),
+                        **({} if database else {"traceback": traceback.format_exc()}),
+                    )  # fmt: skip
+                    recycle_database_connection()
                     self._stopping.wait(delay)
                     continue
                 if claimed == 0:
+                    self.book.flush()
                     close_quietly(backend)
+                    if admission.probe:
+                        self._no_probe()
                     if self.once:
-                        break
+                        if not self._once_should_wait():
+                            break
+                        self._stopping.wait(max(0.2, self.poll_interval))
+                        continue
                     self.waker.wait(since, self.poll_interval)
         finally:
             close_quietly(backend)
+            self.book.flush()
+
+    def _admission_to_claim(self) -> Admission | None:
+        """Whether this sender may claim now: always, unless the provider gate is paused.
+
+        While paused a sender claims nothing (other workers, whose provider may
+        be fine, can take the rows) and waits for the pause to end; then one
+        sender is admitted as the probe and claims a single message.
+        """
+        if not self.gate.paused:
+            return _GO
+        admission = self.gate.admit()
+        if not admission.send:
+            self._stopping.wait(admission.wait)
+            return None
+        return admission
+
+    def _no_probe(self) -> None:
+        # Admitted as the probe but nothing was due: tell the gate it learned
+        # nothing, so the next sender to find a message can probe at once.
+        self.gate.record_failure(Classified(Blame.MESSAGE, True, None, "nothing to probe with"), probe=True)
+
+    def _once_should_wait(self) -> bool:
+        """Under --once, whether to wait for rows that other workers hold.
+
+        A worker killed a moment ago still looks alive until its heartbeat goes
+        stale; waiting that long (once) lets --once take its rows too instead of
+        exiting with them stuck in `sending`. Rows of live workers end the wait
+        when the staleness window has passed.
+        """
+        if self._once_wait_until is None:
+            horizon = outbox_settings.WORKER_STALE_AFTER + outbox_settings.HEARTBEAT_SECONDS
+            self._once_wait_until = time.monotonic() + horizon
+        if time.monotonic() > self._once_wait_until:
+            return False
+        return OutboxMessage.objects.filter(status=OutboxStatus.SENDING).exclude(locked_by=self.worker_id).exists()
 
     # --- one batch -----------------------------------------------------------
 
-    def _in_hand_ids(self) -> list[int]:
-        with self._lock:
-            return list(self._in_hand)
+    def _lease_ids(self) -> list[int]:
+        return list(self.book.in_hand() - self.deadline.overdue_ids())
 
-    def process_batch(self, backend: BaseEmailBackend) -> int:
-        """Claim and deliver one batch over `backend`; return how many messages were claimed."""
-        messages = outbox_claim_batch(
-            worker_id=self.worker_id, limit=self.claim_size, lease_seconds=self.lease_seconds, now=timezone.now()
-        )
+    def _pause_state(self) -> tuple:
+        return self.gate.paused_since, self.gate.reason
+
+    def process_batch(self, backend: BaseEmailBackend, *, admission: Admission | None = None) -> int:
+        """Claim and deliver one batch over `backend`; return how many messages were claimed.
+
+        `admission` is the provider gate's answer the claim was made under:
+        the probe claims one message and sends it as the probe.
+        """
+        admission = admission or _GO
+        limit = 1 if admission.probe else self.claim_size
+        messages = outbox_claim_batch(worker_id=self.worker_id, limit=limit, lease_seconds=self.lease_seconds)
         if not messages:
             return 0
-        unstarted = {message.pk for message in messages}
-        with self._lock:
-            self._in_hand.update(unstarted)
-        outcomes: list[Outcome] = []
+        self.book.hold(message.pk for message in messages)
+        waiting = list(messages)  # claimed, not yet sent
+        marked: set[int] = set()
+        hand_back_in: float | None = None  # set when the provider gate stops the batch
+        next_admission: Admission | None = admission
+        suspect_in_hand = False  # holding _suspect_lock, from its mark to the end of its send
         try:
-            oldest_unwritten = 0.0
-            for message in messages:
-                if self.stopping:
+            while waiting and not self.stopping:
+                message = waiting[0]
+                if quarantined := quarantine(message, worker_id=self.worker_id):
+                    waiting.pop(0)
+                    self.book.add(quarantined)
+                    continue
+                if message.pk not in marked:
+                    group = self._next_group(waiting)
+                    if group[0].interruptions:
+                        self._suspect_lock.acquire()
+                        suspect_in_hand = True
+                    attempts = self.book.mark_started([m.pk for m in group])
+                    for member in group:
+                        if member.pk in attempts:
+                            member.attempts = attempts[member.pk]
+                            marked.add(member.pk)
+                        else:  # taken back by another worker meanwhile: not ours to send
+                            waiting.remove(member)
+                            self.book.forget([member.pk])
+                    if suspect_in_hand and group[0].pk not in marked:
+                        self._suspect_lock.release()
+                        suspect_in_hand = False
+                    continue
+                current = next_admission or self.gate.admit()
+                next_admission = None
+                if not current.send:
+                    # The provider is failing us: the rest of the batch goes back
+                    # at once, uncharged, due when the pause ends.
+                    hand_back_in = current.wait
                     break
-                # Write what we have before the next send once there are enough
-                # outcomes, or once the oldest has waited FINISH_WITHIN seconds:
-                # the re-send window of a crash stays small with a slow provider too.
-                if outcomes and (
-                    len(outcomes) >= self.finish_every
-                    or time.monotonic() - oldest_unwritten >= outbox_settings.FINISH_WITHIN
-                ):
-                    self._write(outcomes)
-                    outcomes = []
-                # Once in hand, a message is never "released": if we die now it
-                # may already be with the provider, so only its lease brings it back.
-                unstarted.discard(message.pk)
+                waiting.pop(0)
                 if self.rate_limiter is not None:
                     self.rate_limiter.acquire()
-                outcomes.append(self._deliver(message, backend))
-                if len(outcomes) == 1:
-                    oldest_unwritten = time.monotonic()
+                outcome = self._deliver(message, backend, probe=current.probe)
+                if suspect_in_hand:
+                    self._suspect_lock.release()
+                    suspect_in_hand = False
+                self.book.add(outcome)
+                self.book.flush_if_overdue()
         finally:
+            if suspect_in_hand:
+                self._suspect_lock.release()
+            # The outcomes of this batch's last group are written with the next
+            # group's mark (or when the queue runs dry, or by the keeper after
+            # FINISH_WITHIN): a commit per batch saved.
             try:
-                if outcomes:
-                    self._write(outcomes)
-                if unstarted:
-                    released = outbox_release(message_ids=unstarted, worker_id=self.worker_id, now=timezone.now())
-                    logger.info("outbox.released worker=%s count=%s", self.worker_id, released)
+                if waiting:
+                    self._hand_back([m.pk for m in waiting], hand_back_in)
             finally:
-                # Written or not, these rows are no longer ours to keep alive:
-                # any whose outcome was lost come back when their lease ends.
-                with self._lock:
-                    self._in_hand.difference_update(message.pk for message in messages)
+                # Written, handed back or not, this batch's rows are no longer
+                # ours to keep alive: any whose write failed come back when
+                # their lease runs out.
+                self.book.forget_all_written(m.pk for m in messages)
         return len(messages)
 
-    def _deliver(self, message: OutboxMessage, backend: BaseEmailBackend) -> Outcome:
-        if message.attempts > message.max_attempts:
-            # Every earlier delivery ended with its worker gone mid-send.
-            now = timezone.now()
-            error = f"interrupted {message.attempts - 1} times (worker stopped or crashed mid-send); giving up"
-            abandoned = DeliveryAttempt(
-                message_id=message.pk, attempt=message.attempts, worker=self.worker_id, started_at=now,
-                finished_at=now, outcome=AttemptOutcome.ABANDONED, error=error,
-            )  # fmt: skip
-            return Outcome(message.pk, OutboxStatus.FAILED, error=error, attempts=[abandoned])
-
-        started = time.monotonic()
-        result = deliver(
-            message,
-            connection=backend,
-            policy=self.policy,
-            worker_id=self.worker_id,
-            sleep=self._stopping.wait,
-            should_stop=lambda: self.stopping,
+    def _hand_back(self, ids: list[int], retry_in: float | None) -> None:
+        delay = timedelta(seconds=retry_in) if retry_in else None
+        released = with_database_retry(
+            lambda: outbox_release(message_ids=ids, worker_id=self.worker_id, retry_in=delay), worker_id=self.worker_id
         )
-        if result.sent:
-            outcome = Outcome(message.pk, OutboxStatus.SENT, attempts=result.attempts)
-        elif result.transient and message.attempts < message.max_attempts:
-            retry_at = timezone.now() + self.policy.backoff(message.attempts)
-            outcome = Outcome(message.pk, OutboxStatus.PENDING, result.error, retry_at, result.attempts)
+        log_event(logger, logging.INFO, "outbox.released", worker=self.worker_id, count=released,
+                  due_in_s=round(retry_in or 0, 1), paused=self.gate.paused)  # fmt: skip
+
+    def _next_group(self, waiting: list[OutboxMessage]) -> list[OutboxMessage]:
+        """The messages to mark started together: up to `group_size`, a suspect alone.
+
+        A message that was in flight when a worker died (a suspect) is marked
+        and sent alone: if it kills this worker too, it is the only one
+        charged, and the only one failed after the second time.
+        """
+        if waiting[0].interruptions:
+            return waiting[:1]
+        group = []
+        for message in waiting[: self.group_size]:
+            if message.interruptions:
+                break
+            group.append(message)
+        return group
+
+    def _deliver(self, message: OutboxMessage, backend: BaseEmailBackend, *, probe: bool = False) -> Outcome:
+        started = self.deadline.begin(message.pk, backend)
+        try:
+            result = deliver(
+                message,
+                connection=backend,
+                policy=self.policy,
+                worker_id=self.worker_id,
+                sleep=self._stopping.wait,
+                should_stop=lambda: self.stopping or self.deadline.is_overdue(message.pk),
+            )
+        finally:
+            overdue = self.deadline.end(message.pk)
+        if overdue:
+            close_quietly(backend)  # cut under the sender: the next message needs a new connection
+            if probe:
+                self._no_probe()
+            elapsed = time.monotonic() - started
+            outcome = abandoned(message, result.attempts, elapsed, self.deadline.seconds, self.worker_id, self.policy)
         else:
-            error = result.error
-            if result.transient:
-                error = f"attempts exhausted ({message.attempts}/{message.max_attempts}): {error}"
-            outcome = Outcome(message.pk, OutboxStatus.FAILED, error=error, attempts=result.attempts)
-        logger.info(
-            "outbox.delivery id=%s attempt=%s outcome=%s tries=%s duration_ms=%.1f",
-            message.pk, message.attempts, _OUTCOME_NAMES[outcome.status], len(result.attempts),
-            (time.monotonic() - started) * 1000,
+            outcome = self._judge(message, result, probe=probe)
+        log_event(
+            logger, logging.INFO, "outbox.delivery", id=message.pk, attempt=message.attempts,
+            outcome=outcome_name(outcome), tries=len(result.attempts),
+            duration_ms=round((time.monotonic() - started) * 1000, 1),
         )  # fmt: skip
         return outcome
 
-    def _write(self, outcomes: list[Outcome]) -> None:
-        lost = self._with_database_retry(
-            lambda: outbox_finish(outcomes=outcomes, worker_id=self.worker_id, now=timezone.now())
-        )
-        with self._lock:
-            self.stats.update(_OUTCOME_NAMES[o.status] for o in outcomes)
-            if lost:
-                self.stats["lease_lost"] += lost
-        if lost:
-            logger.warning(
-                "outbox.lease_lost worker=%s rows=%s ids=%s: another worker took them; they may be sent twice",
-                self.worker_id, lost, [o.message_id for o in outcomes],
-            )  # fmt: skip
-
-    def _with_database_retry(self, operation: Callable[[], T]) -> T:
-        """Run a finishing write, waiting out a short database outage.
-
-        The emails have already gone out; giving up here would leave the rows
-        to their leases and send them again, so it is worth waiting for the
-        database (the lease keeper keeps the rows ours meanwhile).
-        """
-        for delay in DATABASE_RETRY_DELAYS:
-            try:
-                return operation()
-            except (DatabaseError, InterfaceError) as exc:
-                logger.error("outbox.database_error worker=%s retry_in=%.1fs error=%r", self.worker_id, delay, exc)
-                _recycle_database_connection()
-                # Not interruptible by shutdown: the result must be written.
-                time.sleep(delay)
-        return operation()
+    def _judge(self, message: OutboxMessage, result: DeliveryResult, *, probe: bool) -> Outcome:
+        """Turn a delivery into an outcome, telling the provider gate what it learned."""
+        if result.sent:
+            self.gate.record_success(message_id=message.pk)
+            return Outcome(message.pk, OutboxStatus.SENT, attempts=result.attempts)
+        verdict = self.gate.record_failure(result.verdict, message_id=message.pk, probe=probe)
+        if verdict.provider_level:
+            # Nothing to do with the message: back to the queue with its attempt
+            # refunded, due when this worker's pause ends.
+            wait = self.gate.retry_in()
+            retry_in = timedelta(seconds=wait) if wait else None
+            error = verdict.description
+            return Outcome(message.pk, OutboxStatus.PENDING, error, retry_in, result.attempts, refund=True)
+        return not_delivered(message, verdict.description, verdict.transient, result.attempts, self.policy)
 
 
-_OUTCOME_NAMES = {OutboxStatus.SENT: "sent", OutboxStatus.PENDING: "retry", OutboxStatus.FAILED: "failed"}
-
-
-def _format_stats(stats: Counter[str]) -> str:
-    return " ".join(f"{key}={value}" for key, value in sorted(stats.items())) or "idle=1"
+# What a sender may do when the provider gate is not paused.
+_GO = Admission(send=True, probe=False, wait=0.0)

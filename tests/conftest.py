@@ -2,6 +2,7 @@ import pytest
 from django.core.mail.backends.smtp import EmailBackend
 from django.db import connection
 
+from tests.fake_email_api import FakeEmailApi
 from tests.smtp import SilentServer, SMTPServer
 
 
@@ -41,3 +42,15 @@ def smtp_backend_factory(smtp_server, settings):
 @pytest.fixture
 def is_postgres() -> bool:
     return connection.vendor == "postgresql"
+
+
+@pytest.fixture
+def email_api(settings):
+    """A fake Postmark API, with Django's email backend pointed at it (anymail)."""
+    api = FakeEmailApi().start()
+    # What EMAIL_BACKEND=anymail.backends.postmark.EmailBackend plus
+    # ANYMAIL_POSTMARK_SERVER_TOKEN / ANYMAIL_POSTMARK_API_URL give in production.
+    settings.EMAIL_BACKEND = "anymail.backends.postmark.EmailBackend"
+    settings.ANYMAIL = {"POSTMARK_SERVER_TOKEN": "test-server-token", "POSTMARK_API_URL": api.url}
+    yield api
+    api.stop()

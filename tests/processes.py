@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from django.core.mail.backends.smtp import EmailBackend as SMTPEmailBackend
 from django.db import connection
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -97,3 +98,18 @@ def listener_pids(worker_pid: int) -> set[int]:
             [listener_application_name(worker_pid)],
         )
         return {row[0] for row in cursor.fetchall()}
+
+
+class CrashingEmailBackend(SMTPEmailBackend):
+    """Django's SMTP backend that kills its process (`os._exit`) when asked to mail OUTBOX_TEST_CRASH_ON.
+
+    Stands in for a message that crashes the worker (a library bug, memory
+    exhaustion): the process really dies mid-send, as with kill -9. Used by
+    worker processes through EMAIL_BACKEND=tests.processes.CrashingEmailBackend.
+    """
+
+    def send_messages(self, email_messages):
+        doomed = os.environ.get("OUTBOX_TEST_CRASH_ON")
+        if doomed and any(doomed in message.recipients() for message in email_messages):
+            os._exit(70)
+        return super().send_messages(email_messages)

@@ -2,12 +2,15 @@
 
 import asyncio
 import socket
+import ssl
 import threading
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from email.message import Message
 
+import trustme
 from aiosmtpd.controller import Controller
 
 from tests.child_django import free_port
@@ -31,11 +34,17 @@ class RecordingHandler:
 
     Each queued reply (e.g. "451 4.7.1 try later") answers one DATA command,
     then the server goes back to accepting. `rcpt_replies` maps an address to
-    the reply its RCPT gets.
+    the reply its RCPT gets. `mail_replies` scripts MAIL FROM the same way
+    (e.g. "553 5.7.1 sender address rejected"), and each of `drops_at_mail`
+    hangs up on a MAIL FROM without a word, as a server that dropped an idle
+    connection does.
     """
 
     replies: deque[str] = field(default_factory=deque)
     rcpt_replies: dict[str, str] = field(default_factory=dict)
+    mail_replies: deque[str] = field(default_factory=deque)
+    drops_at_mail: int = 0
+    mail_commands: int = 0
     received: list[Received] = field(default_factory=list)
     data_commands: int = 0
     condition: threading.Condition = field(default_factory=threading.Condition)
@@ -45,6 +54,19 @@ class RecordingHandler:
     entered: threading.Event = field(default_factory=threading.Event)
     at_gate: int = 0
     gate_skip: int = 0  # this many DATA commands pass before the gate applies
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        with self.condition:
+            self.mail_commands += 1
+            if self.drops_at_mail:
+                self.drops_at_mail -= 1
+                server.transport.close()
+                return "421 4.3.2 gone"  # never reaches the client: the connection is closed
+            if self.mail_replies:
+                return self.mail_replies.popleft()
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address in self.rcpt_replies:
@@ -102,10 +124,12 @@ class RecordingHandler:
 
 
 class SMTPServer:
-    def __init__(self, handler: RecordingHandler | None = None) -> None:
+    """aiosmtpd on 127.0.0.1; `smtp_parameters` go to aiosmtpd's SMTP (tls_context, authenticator …)."""
+
+    def __init__(self, handler: RecordingHandler | None = None, **smtp_parameters: object) -> None:
         self.handler = handler or RecordingHandler()
         # aiosmtpd cannot be told port 0, so it gets a port that is free right now.
-        self.controller = Controller(self.handler, hostname="127.0.0.1", port=free_port())
+        self.controller = Controller(self.handler, hostname="127.0.0.1", port=free_port(), **smtp_parameters)
 
     def start(self) -> "SMTPServer":
         self.controller.start()
@@ -121,6 +145,41 @@ class SMTPServer:
     @property
     def url(self) -> str:
         return f"smtp://127.0.0.1:{self.port}"
+
+
+@dataclass
+class Certificates:
+    """TLS material made at test time: a CA the client trusts, and server contexts signed by it or not."""
+
+    ca: trustme.CA
+    valid: ssl.SSLContext  # server: a certificate for 127.0.0.1 from `ca`
+    expired: ssl.SSLContext  # server: from `ca`, but its validity ended yesterday
+    self_signed: ssl.SSLContext  # server: from a CA the client has never heard of
+
+    def client_context(self) -> ssl.SSLContext:
+        """A client context that verifies certificates and trusts only `ca`."""
+        context = ssl.create_default_context()
+        context.load_verify_locations(cadata=self.ca.cert_pem.bytes().decode())
+        return context
+
+
+def make_certificates() -> Certificates:
+    ca, stranger = trustme.CA(), trustme.CA()
+    now = datetime.now(UTC)
+
+    def server_context(cert: trustme.LeafCert) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        cert.configure_cert(context)
+        return context
+
+    return Certificates(
+        ca=ca,
+        valid=server_context(ca.issue_cert("127.0.0.1")),
+        expired=server_context(
+            ca.issue_cert("127.0.0.1", not_before=now - timedelta(days=30), not_after=now - timedelta(days=1))
+        ),
+        self_signed=server_context(stranger.issue_cert("127.0.0.1")),
+    )
 
 
 class SilentServer:

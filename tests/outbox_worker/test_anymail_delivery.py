@@ -5,20 +5,8 @@ from django.core.management import call_command
 
 from outbox_worker.models import AttemptOutcome, OutboxMessage, OutboxStatus
 from tests.factories import enqueue_messages
-from tests.fake_email_api import FakeEmailApi
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def email_api(settings):
-    api = FakeEmailApi().start()
-    # What EMAIL_BACKEND=anymail.backends.postmark.EmailBackend plus
-    # ANYMAIL_POSTMARK_SERVER_TOKEN / ANYMAIL_POSTMARK_API_URL give in production.
-    settings.EMAIL_BACKEND = "anymail.backends.postmark.EmailBackend"
-    settings.ANYMAIL = {"POSTMARK_SERVER_TOKEN": "test-server-token", "POSTMARK_API_URL": api.url}
-    yield api
-    api.stop()
 
 
 def deliver_due() -> None:

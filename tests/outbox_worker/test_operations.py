@@ -101,3 +101,17 @@ def test_rate_limiter_spaces_sends_evenly():
         limiter.acquire()
 
     assert sleeps == [0.25, 0.25, 0.25, 0.25]
+
+
+def test_status_lists_the_workers_the_claim_considers_alive(capsys, settings):
+    settings.OUTBOX_WORKER_STALE_AFTER = 20
+    now = timezone.now()
+    for worker_id, seconds_ago in (("live:1:a", 5), ("stale:2:b", 30)):
+        WorkerHeartbeat.objects.create(
+            worker_id=worker_id, hostname="h", pid=1, started_at=now, last_seen_at=now - timedelta(seconds=seconds_ago)
+        )
+
+    call_command("outbox_status", "--json")
+
+    listed = [w["worker_id"] for w in json.loads(capsys.readouterr().out)["workers"]]
+    assert listed == list(WorkerHeartbeat.objects.alive().values_list("worker_id", flat=True)) == ["live:1:a"]

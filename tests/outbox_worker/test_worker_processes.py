@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from outbox_worker.models import OutboxMessage, OutboxStatus
+from outbox_worker.models import OutboxMessage, OutboxStatus, WorkerHeartbeat
 from tests.factories import enqueue_messages
 from tests.processes import start_worker, stop_worker
 
@@ -92,10 +92,13 @@ def test_sigterm_during_a_batch_finishes_the_message_in_hand_and_releases_the_re
         (0, "")
     }
     assert "outbox.released" in (tmp_path / "worker.log").read_text()
+    assert not WorkerHeartbeat.objects.exists()  # gone at once, not left to go stale
 
 
-def test_the_worker_session_commits_asynchronously_and_the_web_session_does_not(smtp_server, smtp_backend_factory):
+def test_the_worker_leaves_commit_durability_and_connection_hooks_as_it_found_them(smtp_server, smtp_backend_factory):
+    """Enqueues made after an inline run (call_command, a test) must stay durable."""
     from django.db import connection
+    from django.db.backends.signals import connection_created
 
     from outbox_worker.worker import OutboxWorker
 
@@ -104,11 +107,12 @@ def test_the_worker_session_commits_asynchronously_and_the_web_session_does_not(
             cursor.execute("SHOW synchronous_commit")
             return cursor.fetchone()[0]
 
-    assert setting() == "on"
+    receivers = list(connection_created.receivers)
     enqueue_messages(1)
     OutboxWorker(once=True, poll_interval=0, connection_factory=smtp_backend_factory).run()
     assert len(smtp_server.handler.received) == 1
-    assert setting() == "off"  # the worker's connection, opened by run()
 
+    assert setting() == "on"  # the connection the worker used
     connection.close()
-    assert setting() == "on"  # a new connection outside the worker is untouched
+    assert setting() == "on"  # and a new one
+    assert connection_created.receivers == receivers

@@ -1,14 +1,17 @@
 import json
+from datetime import datetime
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
 
 from outbox_worker.selectors import outbox_health
 
 
 class Command(BaseCommand):
     help = (
-        "Print the outbox's health: counts by status, the oldest due message, failures in the last hour "
-        "and live workers. With --max-age, exit 2 when the oldest due message is older (for alerting)."
+        "Print the outbox's health: counts by status, the oldest due message, failures in the last hour, "
+        "live workers and whether their delivery is paused. With --max-age, exit 2 when the oldest due "
+        "message is older (for alerting; a pause does not silence it)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -31,9 +34,19 @@ class Command(BaseCommand):
             self.stdout.write(f"workers seen in the last 5 minutes: {len(health.workers)}")
             for worker in health.workers:
                 self.stdout.write(f"  {worker['worker_id']} last seen {worker['last_seen_at']:%Y-%m-%d %H:%M:%S%z}")
+                if worker["paused_since"] is not None:
+                    self.stdout.write(f"    {pause_line(worker['paused_since'], worker['pause_reason'])}")
         max_age = options["max_age"]
         if max_age is not None and (health.oldest_due_age_seconds or 0) > max_age:
+            paused = [w for w in health.workers if w["paused_since"] is not None]
+            why = f"; {pause_line(paused[0]['paused_since'], paused[0]['pause_reason'])}" if paused else ""
             raise CommandError(
-                f"oldest due message has waited {health.oldest_due_age_seconds:.0f}s (more than {max_age:.0f}s)",
+                f"oldest due message has waited {health.oldest_due_age_seconds:.0f}s (more than {max_age:.0f}s){why}",
                 returncode=2,
             )
+
+
+def pause_line(since: datetime, reason: str) -> str:
+    """Say, in the operators' language, since when and why a worker holds delivery back."""
+    one_line = " ".join(reason.split())  # an API's error text may span lines
+    return f"entrega pausada desde {timezone.localtime(since):%d/%m/%Y %H:%M:%S} : {one_line}"

@@ -29,7 +29,14 @@ class Command(BaseCommand):
     help = "Deliver queued outbox emails until stopped (SIGTERM/SIGINT finishes the message in hand)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--once", action="store_true", help="Deliver everything due now, then exit.")
+        parser.add_argument(
+            "--once",
+            action="store_true",
+            help=(
+                "Deliver everything due now, then exit. Rows a worker killed moments ago still holds are "
+                "taken too: it waits up to OUTBOX_WORKER_STALE_AFTER for that worker to count as dead."
+            ),
+        )
         parser.add_argument(
             "--batch-size",
             type=_positive_int,
