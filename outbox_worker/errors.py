@@ -180,4 +180,44 @@ def _classify_anymail(exc: Exception) -> Classified | None:
         # 401/403: our API key; 429: our rate; 5xx: their health; a 2xx/3xx
         # with a body anymail cannot read is their misbehaviour, not our message's.
         return _provider(exc, status=status)
+    refusal = _account_refusal(getattr(exc, "response", None))
+    if refusal is not None:
+        return _provider(exc, status=status, names_the_message=refusal == "sender")
     return _message(exc, transient=False, status=status)
+
+
+# HTTP APIs answer "your sender is not verified" or "your account may not send"
+# with a 4xx that looks like any other invalid request (Postmark: 422). The
+# commonest set-up mistake, it is about us, not the message: failing messages
+# for it would burn the queue. Keyed by what each API puts in its error body.
+_POSTMARK_ACCOUNT_CODES = {
+    400: "sender",  # Sender signature not found
+    401: "sender",  # Sender signature not confirmed
+    405: "account",  # Not allowed to send (account out of credits, or disabled)
+    412: "account",  # Account pending approval: may send only inside its own domain
+}
+_RESEND_ACCOUNT_NAMES = {
+    "invalid_from_address": "sender",
+    "missing_api_key": "account",
+    "invalid_api_key": "account",
+    "restricted_api_key": "account",
+    "daily_quota_exceeded": "account",
+    "monthly_quota_exceeded": "account",
+}
+
+
+def _account_refusal(response: object) -> str | None:
+    """Return "sender" or "account" if an HTTP API's error body says it refuses us, else None."""
+    try:
+        body = response.json()  # type: ignore[union-attr]
+    except Exception:  # noqa: BLE001 - no response, or a body that is not JSON: nothing to read
+        return None
+    if not isinstance(body, dict):
+        return None
+    code = body.get("ErrorCode")
+    if isinstance(code, int) and code in _POSTMARK_ACCOUNT_CODES:
+        return _POSTMARK_ACCOUNT_CODES[code]
+    name = body.get("name")
+    if isinstance(name, str):
+        return _RESEND_ACCOUNT_NAMES.get(name)
+    return None

@@ -5,6 +5,7 @@ Each row makes a real server misbehave one way, sends through the real client
 the client raised and what classify() makes of it. No database needed.
 """
 
+import json
 import smtplib
 import socket
 import ssl
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
+import requests
 from aiosmtpd.smtp import AuthResult
 from anymail.exceptions import AnymailRecipientsRefused, AnymailRequestsAPIError
 from django.core.mail import BadHeaderError, EmailMessage, get_connection
@@ -203,6 +205,15 @@ API_CASES = {
     "429 rate limited": (429, {"ErrorCode": 429, "Message": "Rate limit exceeded"}, PROVIDER),
     "503 maintenance": (503, {"ErrorCode": 100, "Message": "Maintenance"}, PROVIDER),
     "422 request the API will never accept": (422, {"ErrorCode": 300, "Message": "Invalid 'Subject'"}, FOR_GOOD),
+    # Postmark's answer to an unverified sender: a 422 like any invalid request,
+    # but about our account. It must pause delivery, not fail every message.
+    "422 sender signature not confirmed": (
+        422,
+        {"ErrorCode": 401, "Message": "The 'From' address you supplied is not a Sender Signature"},
+        PROVIDER,
+    ),
+    "422 sender signature not found": (422, {"ErrorCode": 400, "Message": "Sender signature not found"}, PROVIDER),
+    "422 account may not send": (422, {"ErrorCode": 405, "Message": "Not allowed to send"}, PROVIDER),
 }
 
 
@@ -237,3 +248,32 @@ def test_an_unreachable_http_api_is_about_the_provider(email_api, settings):
     assert isinstance(exc, AnymailRequestsAPIError)
     assert exc.status_code is None
     assert classify(exc).blame == Blame.PROVIDER
+
+
+def test_an_unverified_sender_on_an_http_api_may_turn_out_to_be_about_one_message(email_api):
+    # Like a 553 at MAIL FROM: the provider gate charges it to the message only
+    # if other messages (with another sender) go through meanwhile.
+    email_api.replies.append((422, {"ErrorCode": 401, "Message": "Sender signature not confirmed"}))
+
+    verdict = classify(send_and_catch(get_connection()))
+
+    assert (verdict.blame, verdict.may_be_about_this_message) == (Blame.PROVIDER, True)
+
+
+@pytest.mark.parametrize(
+    ("body", "blame"),
+    [
+        ({"statusCode": 422, "name": "invalid_from_address", "message": "Invalid `from` field."}, Blame.PROVIDER),
+        ({"statusCode": 403, "name": "restricted_api_key", "message": "This API key can only read"}, Blame.PROVIDER),
+        ({"statusCode": 422, "name": "daily_quota_exceeded", "message": "quota"}, Blame.PROVIDER),
+        ({"statusCode": 422, "name": "validation_error", "message": "Invalid `to` field."}, Blame.MESSAGE),
+    ],
+)
+def test_resend_error_names_say_whether_it_refuses_us_or_the_message(body, blame):
+    # Resend's error body (its API reference): {"statusCode", "name", "message"}.
+    response = requests.Response()
+    response.status_code = body["statusCode"]
+    response._content = json.dumps(body).encode()
+    exc = AnymailRequestsAPIError("Resend API error", status_code=response.status_code, response=response)
+
+    assert classify(exc).blame == blame
