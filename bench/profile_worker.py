@@ -45,13 +45,13 @@ PARTS = [
 ]
 
 
-def main(count: int = 3000) -> dict:
+def main(count: int = 3000, worker_flags: list[str] = ()) -> dict:
     task(OURS, "seed-ours", str(count))
     folded = common.LOGS / "profile.folded"
     spy = str(Path(common.PY).parent / "py-spy")
     with Sink("profile") as sink:
         argv = [spy, "record", "--idle", "--rate", "250", "--format", "raw", "-o", str(folded), "--"]
-        argv += manage_cmd("outbox_worker", "--once")
+        argv += manage_cmd("outbox_worker", "--once", *worker_flags)
         proc = subprocess.run(argv, cwd=common.ROOT, env=child_env(OURS, sink.port), capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(proc.stderr[-3000:])

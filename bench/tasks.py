@@ -111,6 +111,60 @@ def task_counts_ours(args: argparse.Namespace) -> dict:
     return {row["status"]: row["n"] for row in rows}
 
 
+def task_dump_ours(args: argparse.Namespace) -> dict:
+    """Every outbox row's Message-ID and status (the soak and the faulty drain audit them against the sink)."""
+    from outbox_worker.models import OutboxMessage
+
+    return {"rows": list(OutboxMessage.objects.order_by().values_list("message_id", "status"))}
+
+
+def task_trigger_name(args: argparse.Namespace) -> dict:
+    """The NOTIFY trigger on the outbox table (the notify benchmark switches it on and off)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT tgname FROM pg_trigger WHERE tgrelid = 'outbox_worker_outboxmessage'::regclass AND NOT tgisinternal"
+        )
+        names = [row[0] for row in cursor.fetchall()]
+    return {"trigger": names[0] if names else None, "all": names}
+
+
+def task_index_writes(args: argparse.Namespace) -> dict:
+    """Which indexes one enrollment_create writes: every index of the two tables whose predicate the new row meets.
+
+    The enrollment is created and rolled back; a partial index counts only if its WHERE holds for the row.
+    """
+    product = bench_product()
+    found: dict[str, list[str]] = {}
+    with transaction.atomic():
+        enrollment = enrollment_create(
+            product=product, name="Ana Souza", email=f"idx.{uuid.uuid4().hex[:8]}@example.com"
+        )
+        from outbox_worker.models import OutboxMessage
+
+        row = OutboxMessage.objects.get(source=enrollment.outbox_source)
+        with connection.cursor() as cursor:
+            for table, pk in (("enrollments_enrollment", enrollment.pk), ("outbox_worker_outboxmessage", row.pk)):
+                cursor.execute(
+                    "SELECT c.relname, pg_get_expr(i.indpred, i.indrelid) FROM pg_index i "
+                    "JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = %s::regclass ORDER BY c.relname",
+                    [table],
+                )
+                for name, predicate in cursor.fetchall():
+                    written = True
+                    if predicate:
+                        cursor.execute(f"SELECT count(*) FROM {table} WHERE id = %s AND ({predicate})", [pk])
+                        written = cursor.fetchone()[0] == 1
+                    found.setdefault(table, []).append(f"{name}{'' if written else ' (not written: partial)'}")
+            cursor.execute(
+                "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'outbox_worker_outboxmessage'::regclass "
+                "AND NOT tgisinternal"
+            )
+            triggers = cursor.fetchone()[0]
+        transaction.set_rollback(True)
+    per_table = {table: sum("not written" not in name for name in names) for table, names in found.items()}
+    return {"indexes": found, "per_enqueue": {**per_table, "total": sum(per_table.values()), "triggers": triggers}}
+
+
 def _time_interleaved(variants: dict, args: argparse.Namespace) -> dict:
     """Time each variant in interleaved blocks; report percentiles and the ratio to "without_email"."""
     times: dict[str, list[float]] = {name: [] for name in variants}
@@ -412,6 +466,9 @@ def main() -> None:
         p.add_argument("count", type=int)
         p.add_argument("--tag", default=uuid.uuid4().hex[:8])
     sub.add_parser("counts-ours")
+    sub.add_parser("dump-ours")
+    sub.add_parser("trigger-name")
+    sub.add_parser("index-writes")
     sub.add_parser("counts-refs")
     for name in ("enqueue-cost", "enqueue-cost-refs"):
         p = sub.add_parser(name)

@@ -1,0 +1,5 @@
+"""Chaos soak (bench/run soak)."""
+
+
+def run(cfg) -> dict:
+    raise NotImplementedError
