@@ -302,6 +302,78 @@ def notify(cfg) -> dict:
     }
 
 
+def notify_sql(cfg) -> dict:
+    """The trigger's cost without HTTP or Python in the way: 16 connections committing one outbox INSERT each.
+
+    Each transaction inserts a copy of a real confirmation row (synchronous_commit on, as the web
+    process commits); trigger on vs off alternated in short blocks. This isolates what NOTIFY's
+    database-wide lock through commit costs concurrent committers.
+    """
+    import threading
+
+    seconds = cfg.n(4, 2)
+    rounds = cfg.n(8, 3)
+    clients = 16
+    task(OURS, "seed-ours", "1")
+    trigger = task(OURS, "trigger-name")["trigger"]
+    conn = common.pg_connect(common.DATABASES[OURS])
+    with conn.cursor() as cursor:
+        cursor.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'outbox_worker_outboxmessage' "
+            "AND column_name NOT IN ('id', 'message_id', 'dedup_key', 'status', 'available_at')"
+        )
+        cols = ", ".join(f'"{row[0]}"' for row in cursor.fetchall())
+        cursor.execute("SELECT min(id) FROM outbox_worker_outboxmessage")
+        template = cursor.fetchone()[0]
+    conn.close()
+    sql = (
+        f"INSERT INTO outbox_worker_outboxmessage ({cols}, message_id, dedup_key, status, available_at) "
+        f"SELECT {cols}, %s, %s, 'pending', clock_timestamp() FROM outbox_worker_outboxmessage WHERE id = %s"
+    )
+    run_tag = f"{time.time():.0f}"
+
+    def block(name: str, rnd: int) -> float:
+        counts = [0] * clients
+        deadline = time.time() + seconds
+
+        def client(index: int) -> None:
+            c = common.pg_connect(common.DATABASES[OURS])
+            c.autocommit = False
+            with c.cursor() as cursor:
+                n = 0
+                while time.time() < deadline:
+                    n += 1
+                    key = f"{run_tag}.{name}.{rnd}.{index}.{n}"
+                    cursor.execute(sql, [f"<ns.{key}@bench.local>", f"ns:{key}", template])
+                    c.commit()
+                    counts[index] += 1
+            c.close()
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return sum(counts) / seconds
+
+    runs: dict[str, list[float]] = {"trigger": [], "no_trigger": []}
+    try:
+        for rnd in range(rounds):
+            order = ("trigger", "no_trigger") if rnd % 2 == 0 else ("no_trigger", "trigger")
+            for name in order:
+                _set_trigger(trigger, enabled=name == "trigger")
+                runs[name].append(block(name, rnd))
+            log(
+                f"  round {rnd + 1}: {runs['trigger'][-1]:.0f} commits/s with the trigger, "
+                f"{runs['no_trigger'][-1]:.0f} without"
+            )
+    finally:
+        _set_trigger(trigger, enabled=True)
+    ratio = statistics.median(a / b for a, b in zip(runs["trigger"], runs["no_trigger"], strict=True))
+    log(f"notify-sql: commits/s with/without the trigger, median of per-round ratios {ratio:.3f}x")
+    return {"clients": clients, "seconds": seconds, "rounds": rounds, "runs": runs, "ratio": ratio}
+
+
 def _set_trigger(name: str, *, enabled: bool) -> None:
     conn = common.pg_connect(common.DATABASES[OURS])
     try:
