@@ -51,7 +51,7 @@ def setup_db() -> None:
     subprocess.run(manage_cmd("migrate", "--noinput", "-v", "0"), cwd=common.ROOT, env=env, check=True)
     if trim is not None:
         # Back to the trim's own dependency, whatever the migrations are numbered after a merge.
-        previous = re.search(r"\(\"outbox_worker\", \"(\w+)\"\)", trim.read_text()).group(1)
+        previous = re.search(r"""\(["']outbox_worker["'], ["'](\w+)["']\)""", trim.read_text()).group(1)
         argv = manage_cmd("migrate", "outbox_worker", previous, "--noinput", "-v", "0")
         subprocess.run(argv, cwd=common.ROOT, env=env, check=True)
     for alias in ("claim_small", "claim_big"):
