@@ -196,7 +196,7 @@ def task_index_audit(args: argparse.Namespace) -> dict:
     now = timezone.now()
     with connections[using].cursor() as cursor:
         cursor.execute(
-            "SELECT id, source, message_id, \"to\"->>0 FROM outbox_worker_outboxmessage ORDER BY id DESC LIMIT 1"
+            'SELECT id, source, message_id, "to"->>0 FROM outbox_worker_outboxmessage ORDER BY id DESC LIMIT 1'
         )
         pk, source, message_id, address = cursor.fetchone()
         cursor.execute("UPDATE outbox_worker_outboxmessage SET resent_from_id = %s WHERE id = %s", [pk - 1, pk])
