@@ -394,14 +394,14 @@ def enqueue(cfg) -> dict:
     `*_trim_indexes` migration (`bench/run setup-db`). post-office's ratio comes from the same
     invocation (bench_refs).
     """
-    rounds = cfg.n(8, 3)
+    rounds = cfg.n(12, 3)
     per: dict[str, list[float]] = {"before": [], "after": []}
     detail: dict[str, list[dict]] = {"before": [], "after": []}
     for rnd in range(rounds):
         order = ("before", "after") if rnd % 2 == 0 else ("after", "before")
         for name in order:
             db = common.DATABASES["before"] if name == "before" else common.DATABASES[OURS]
-            got = task_on(db, "enqueue-cost", "--rounds", "2", "--block", "50")
+            got = task_on(db, "enqueue-cost", "--rounds", "4", "--block", "25")
             per[name].append(got["with_outbox"]["ratio_median"])
             detail[name].append(
                 {
