@@ -179,7 +179,9 @@ def faults(cfg) -> dict:
     """A long-running worker draining on a healthy MTA-like sink vs one failing 10 % of RCPTs (421/451)."""
     n = cfg.n(2000, 500)
     rounds = cfg.n(2, 1)
-    settle = cfg.n(150, 60)
+    # Long enough for the healthy drain many times over; a worker that sleeps through every retry
+    # does not finish in it, and its rate over what it did deliver is what the ratio compares.
+    settle = cfg.n(90, 60)
     flags = [*cfg.worker_flags]
     runs: dict[str, list[dict]] = {"healthy": [], "faulty_10pct": []}
     for rnd in range(rounds):
@@ -195,19 +197,32 @@ def faults(cfg) -> dict:
                     "all_accepted": distinct_done,
                     "seconds_to_99pct": time_to_fraction(sink, 0.99, n),
                     "seconds_to_100pct": time_to_fraction(sink, 1.0, n),
-                    "sink_rate_99pct_per_s": 0.99 * n / max(time_to_fraction(sink, 0.99, n), 1e-9),
+                    "distinct_rate_per_s": _distinct_rate(sink),
                     "smtp_connections": sink.connections,
                     **audit(sink),
                 }
             log(
-                f"  {name}: 99 % in {result['seconds_to_99pct']:.1f}s ({result['sink_rate_99pct_per_s']:.0f}/s), "
+                f"  {name}: {result['accepted_unique']}/{n} distinct at {result['distinct_rate_per_s']:.0f}/s; "
+                f"99 % in {result['seconds_to_99pct']:.1f}s, "
                 f"100 % in {result['seconds_to_100pct']:.1f}s; lost {result['lost']}, failed {result['failed']}, "
                 f"duplicates {result['duplicates']}, unfinished {result['not_finished']}"
             )
             runs[name].append(result)
-    ratio = _median_ratio(runs, "faulty_10pct", "healthy", "sink_rate_99pct_per_s")
-    log(f"faults: faulty/healthy throughput to 99 %: {ratio:.2f}x (target >= 0.8)")
-    return {"emails": n, "rounds": rounds, "runs": runs, "faulty_vs_healthy_99pct": ratio, "target": 0.8}
+    ratio = _median_ratio(runs, "faulty_10pct", "healthy", "distinct_rate_per_s")
+    log(f"faults: faulty/healthy throughput (distinct messages accepted per second): {ratio:.2f}x (target >= 0.8)")
+    return {"emails": n, "rounds": rounds, "settle_s": settle, "runs": runs, "faulty_vs_healthy": ratio, "target": 0.8}
+
+
+def _distinct_rate(sink: Sink) -> float:
+    """Distinct messages accepted per second, from the first accept to the last new Message-ID."""
+    seen: set[str] = set()
+    first = last = None
+    for ts, mid in sorted(sink.accepts):
+        first = ts if first is None else first
+        if mid not in seen:
+            seen.add(mid)
+            last = ts
+    return (len(seen) - 1) / (last - first) if first is not None and last > first else 0.0
 
 
 def _wait_distinct(sink: Sink, count: int, timeout: float, procs: list[Proc]) -> bool:
