@@ -73,8 +73,9 @@ def _median_ratio(runs: dict[str, list[dict]], name: str, ref: str, key: str) ->
 
 def drain_variants(cfg) -> dict[str, tuple[str, list[str]]]:
     """name -> (settings, argv) for every sender the drain compares."""
+    # "ours" is the worker as shipped (its default --concurrency); the others set it explicitly.
     variants = {"ours": (OURS, manage_cmd("outbox_worker", "--once", *cfg.worker_flags))}
-    for threads in (2, 4, 8):
+    for threads in (1, 2, 4, 8):
         argv = manage_cmd("outbox_worker", "--once", "--concurrency", str(threads), *cfg.worker_flags)
         variants[f"ours_concurrency_{threads}"] = (OURS, argv)
     # post-office exactly as installed: 5 threads per process, batches of 100, LOG_LEVEL 2 (bench/refs/settings.py).
@@ -109,13 +110,13 @@ def drain(cfg) -> dict:
     # Why two harnesses disagree: the same pair on a sink that answers at once and on aiosmtpd.
     other: dict[str, dict[str, dict]] = {}
     for sink_name in ("instant", "aiosmtpd"):
-        log(f"drain on the {sink_name} sink (one round): ours, ours --concurrency 4, post-office")
+        log(f"drain on the {sink_name} sink (one round): ours, ours --concurrency 1, post-office")
         other[sink_name] = {
             name: run_one(name, *variants[name], n, SINKS[sink_name], f"drain-{sink_name}")
-            for name in ("ours", "ours_concurrency_4", "post_office")
+            for name in ("ours", "ours_concurrency_1", "post_office")
         }
         po = other[sink_name]["post_office"]
-        for name in ("ours", "ours_concurrency_4"):
+        for name in ("ours", "ours_concurrency_1"):
             for key in ("sink_rate_per_s", "wall_rate_per_s"):
                 other[sink_name][f"{name}_vs_post_office_{key}"] = other[sink_name][name][key] / po[key]
     return {
@@ -410,22 +411,35 @@ def enqueue(cfg) -> dict:
     invocation (bench_refs).
     """
     rounds = cfg.n(12, 3)
-    per: dict[str, list[float]] = {"before": [], "after": []}
-    detail: dict[str, list[dict]] = {"before": [], "after": []}
+    # "after_without_trigger": bench_outbox with its NOTIFY trigger disabled for the block, to show
+    # what the trigger adds to one enqueue (one client: no contention on its lock).
+    names = ("before", "after", "after_without_trigger")
+    per: dict[str, list[float]] = {name: [] for name in names}
+    detail: dict[str, list[dict]] = {name: [] for name in names}
+    trigger = task(OURS, "trigger-name")["trigger"]
     for rnd in range(rounds):
-        order = ("before", "after") if rnd % 2 == 0 else ("after", "before")
+        order = names if rnd % 2 == 0 else tuple(reversed(names))
         for name in order:
             db = common.DATABASES["before"] if name == "before" else common.DATABASES[OURS]
-            got = task_on(db, "enqueue-cost", "--rounds", "4", "--block", "25")
+            if name == "after_without_trigger":
+                _set_trigger(trigger, enabled=False)
+            try:
+                got = task_on(db, "enqueue-cost", "--rounds", "4", "--block", "25")
+            finally:
+                _set_trigger(trigger, enabled=True)
             per[name].append(got["with_outbox"]["ratio_median"])
             detail[name].append(
                 {
                     "without_email_ms": got["without_email"]["median_ms"],
                     "with_outbox_ms": got["with_outbox"]["median_ms"],
                     "ratio": got["with_outbox"]["ratio_median"],
+                    "prerendered_ratio": got["outbox_prerendered"]["ratio_median"],
                 }
             )
-        log(f"enqueue round {rnd + 1}/{rounds}: ratio before {per['before'][-1]:.2f}x, after {per['after'][-1]:.2f}x")
+        log(
+            f"enqueue round {rnd + 1}/{rounds}: ratio before {per['before'][-1]:.2f}x, after {per['after'][-1]:.2f}x, "
+            f"after without the trigger {per['after_without_trigger'][-1]:.2f}x"
+        )
     refs = task(REFS, "enqueue-cost-refs", "--rounds", str(max(2, rounds // 2)), "--block", "50")
     counts = {
         name: task_on(db, "index-writes")["per_enqueue"]
@@ -435,13 +449,16 @@ def enqueue(cfg) -> dict:
         "rounds": rounds,
         "ratio_before_median": statistics.median(per["before"]),
         "ratio_after_median": statistics.median(per["after"]),
+        "ratio_after_without_trigger_median": statistics.median(per["after_without_trigger"]),
+        "prerendered_ratio_after_median": statistics.median(d["prerendered_ratio"] for d in detail["after"]),
         "post_office_ratio": refs["post_office"]["ratio_median"],
         "django_mailer_ratio": refs["django_mailer"]["ratio_median"],
         "index_writes_per_enqueue": counts,
         "detail": detail,
     }
     log(
-        f"enqueue: ours {out['ratio_before_median']:.2f}x before, {out['ratio_after_median']:.2f}x after "
+        f"enqueue: ours {out['ratio_before_median']:.2f}x before, {out['ratio_after_median']:.2f}x after, "
+        f"{out['ratio_after_without_trigger_median']:.2f}x after without the trigger "
         f"(index writes per enqueue {counts}); post-office {out['post_office_ratio']:.2f}x"
     )
     return out
@@ -459,3 +476,33 @@ def task_on(dbname: str, *args: str) -> dict:
     if out.returncode != 0:
         raise RuntimeError(f"bench.tasks {' '.join(args)} on {dbname} failed:\n{out.stderr[-4000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# --- indexes: which query uses which index ----------------------------------------------------------------
+
+
+def indexes(cfg) -> dict:
+    """EXPLAIN the outbox's queries on a big table (bench_claim_big) and say which index each one uses.
+
+    The table gets `sent` rows with distinct recipients and sources (so an address or a source is
+    selective, as in production), 0.5 % `failed`, a third of another kind, and 2,000 due rows.
+    """
+    rows = cfg.n(300_000, 50_000)
+    log(f"indexes: filling bench_claim_big with {rows} sent rows and 2,000 due rows")
+    task(OURS, "claim-setup", "--using", "claim_big", "--finished", str(rows), "--due", "2000", timeout=1800)
+    conn = common.pg_connect(common.DATABASES["claim_big"])
+    with conn.cursor() as cursor:
+        cursor.execute(
+            "UPDATE outbox_worker_outboxmessage SET \"to\" = jsonb_build_array('aluno' || id || '@example.com'), "
+            "source = 'enrollments.enrollment:' || id, "
+            "status = CASE WHEN id % 200 = 0 THEN 'failed' ELSE status END, "
+            "kind = CASE WHEN id % 3 = 0 THEN 'other_kind' ELSE kind END"
+        )
+        cursor.execute("VACUUM ANALYZE outbox_worker_outboxmessage")
+    conn.close()
+    audit_result = task(OURS, "index-audit", "--using", "claim_big")
+    for name, used_by in audit_result["used_by"].items():
+        log(f"  {name}: {', '.join(used_by) or 'NOT USED'}")
+    writes = task(OURS, "index-writes")
+    log(f"  index entries per enqueue: {writes['per_enqueue']}")
+    return {**audit_result, "index_writes": writes}

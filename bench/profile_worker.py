@@ -49,6 +49,10 @@ PARTS = [
 ]
 
 
+# One sender thread, whatever the default: the shares and the microseconds per email are then
+# one email's cost, not threads waiting for the GIL.
+SEQUENTIAL = ["--concurrency", "1"]
+
 # The functions the CPU profile reports (inclusive time), by the name py-spy gives them.
 CPU_FUNCTIONS = [
     "OutboxWorker.process_batch",
@@ -76,7 +80,7 @@ def cpu_profile(count: int, worker_flags: list[str]) -> dict:
     spy = str(Path(common.PY).parent / "py-spy")
     with Sink("profile-cpu", accept_delay=MTA_ACCEPT_DELAY) as sink:
         argv = [spy, "record", "--rate", str(rate), "--format", "raw", "-o", str(folded), "--"]
-        argv += manage_cmd("outbox_worker", "--once", *worker_flags)
+        argv += manage_cmd("outbox_worker", "--once", *SEQUENTIAL, *worker_flags)
         proc = subprocess.run(argv, cwd=common.ROOT, env=child_env(OURS, sink.port), capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(proc.stderr[-3000:])
@@ -102,7 +106,7 @@ def main(count: int = 3000, worker_flags: list[str] = ()) -> dict:
     spy = str(Path(common.PY).parent / "py-spy")
     with Sink("profile") as sink:
         argv = [spy, "record", "--idle", "--rate", "250", "--format", "raw", "-o", str(folded), "--"]
-        argv += manage_cmd("outbox_worker", "--once", *worker_flags)
+        argv += manage_cmd("outbox_worker", "--once", *SEQUENTIAL, *worker_flags)
         proc = subprocess.run(argv, cwd=common.ROOT, env=child_env(OURS, sink.port), capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(proc.stderr[-3000:])
