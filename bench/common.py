@@ -188,6 +188,7 @@ class Sink:
     # (epoch, connection, Message-ID) for every accept, and the process that opened each connection.
     accepts_by_connection: list[tuple[float, str, str]] = field(default_factory=list)
     connection_pids: dict[str, int] = field(default_factory=dict)
+    connection_ends: dict[str, str] = field(default_factory=dict)
     connections: int = 0
 
     def start(self) -> "Sink":
@@ -239,6 +240,8 @@ class Sink:
                 self.connections += 1
             elif parts[0] == "P":
                 self.connection_pids[parts[1]] = int(parts[2])
+            elif parts[0] == "L":
+                self.connection_ends[parts[1]] = parts[2]
         return len(self.accepts)
 
     def wait_for(self, count: int, timeout: float, procs: list[Proc] = ()) -> bool:

@@ -19,7 +19,8 @@ Modes:
                       are logged (`G <epoch> <rcpt>`) and re-read on start, so a restarted sink
                       remembers them
   --resolve-pids      log `P <connection> <pid>`: the local process that opened each connection
-                      (the chaos soak tells sends by a killed worker from the others)
+                      (the chaos soak tells sends by a killed worker from the others), and
+                      `L <connection> quit|server|client`: who ended it (client = no QUIT)
 """
 
 import argparse
@@ -100,6 +101,7 @@ class SMTPProtocol(asyncio.Protocol):
         self.in_data = False
         self.transport: asyncio.Transport | None = None
         self.loop = asyncio.get_running_loop()
+        self.ended_by = "client"
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -171,12 +173,14 @@ class SMTPProtocol(asyncio.Protocol):
                 self.reply(b"354 End data with <CR><LF>.<CR><LF>")
                 self.buf[:0] = b"\r\n"
             elif verb == b"QUIT":
+                self.ended_by = "quit"
                 self.reply(b"221 2.0.0 Bye")
                 if self.transport is not None:
                     self.loop.call_later(self.sink.reply_delay, self.transport.close)
             elif verb == b"RCPT" and (error := self.sink.rcpt_error(line)) is not None:
                 self.reply(error)
                 if error.startswith(b"421") and self.transport is not None:
+                    self.ended_by = "server"
                     self.loop.call_later(self.sink.reply_delay, self.transport.close)
             elif verb in (b"HELO", b"MAIL", b"RCPT", b"RSET", b"NOOP"):
                 self.reply(b"250 OK")
@@ -185,6 +189,9 @@ class SMTPProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        if self.sink.resolve_pids:
+            # "client": the client went away without QUIT (a killed worker, or one that dropped the connection).
+            self.sink.write(f"L {self.conn_id} {self.ended_by}\n")
 
 
 async def main() -> None:
