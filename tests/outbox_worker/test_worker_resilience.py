@@ -42,8 +42,10 @@ def test_kill_9_mid_batch_every_message_arrives_and_only_an_accepted_one_twice(s
     # has written the first one's outcome (outcomes are written every 10).
     smtp_server.handler.gate = threading.Event()
     smtp_server.handler.gate_skip = 1
+    # One sender thread (the default is 4 on PostgreSQL), so "the first" and "the second" are in order.
     doomed = start_worker(
-        "--batch-size", "30", "--lease-seconds", "2", smtp_port=smtp_server.port, log_path=tmp_path / "doomed.log",
+        "--batch-size", "30", "--lease-seconds", "2", "--concurrency", "1",
+        smtp_port=smtp_server.port, log_path=tmp_path / "doomed.log",
         OUTBOX_FINISH_WITHIN="600",  # however slow this machine, the first outcome is still unwritten
     )  # fmt: skip
     survivor = None
