@@ -12,7 +12,7 @@ import sys
 import time
 from collections import Counter
 
-from bench import common, issue8, soak
+from bench import common, issue8, issue8_db, soak
 from bench.common import OURS, REFS, Proc, Sink, child_env, log, manage_cmd, save, task
 
 # `all` runs these; b3x (what each delivery setting buys) and b3a (aiosmtpd sink) are extras, run by name.
@@ -654,10 +654,10 @@ BENCHMARKS = {
     "b7": b7,
     "drain": issue8.drain,
     "faults": issue8.faults,
-    "notify": issue8.notify,
-    "notify-sql": issue8.notify_sql,
-    "enqueue": issue8.enqueue,
-    "indexes": issue8.indexes,
+    "notify": issue8_db.notify,
+    "notify-sql": issue8_db.notify_sql,
+    "enqueue": issue8_db.enqueue,
+    "indexes": issue8_db.indexes,
     "soak": soak.run,
 }
 
