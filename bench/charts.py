@@ -1,6 +1,5 @@
 """PNG charts for docs/benchmarks.md from bench/results/*.json (`bench/run report`)."""
 
-import json
 import re
 import sys
 
@@ -16,8 +15,7 @@ REF_COLOR = "#999999"
 
 
 def load(name: str, quick: bool) -> dict | None:
-    path = common.RESULTS / f"{name}{'-quick' if quick else ''}.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    return common.load(f"{name}{'-quick' if quick else ''}")
 
 
 def bars(ax, labels: list[str], values: list[float], colors: list[str], fmt: str = "{:.0f}") -> None:
@@ -131,7 +129,8 @@ def latency(b6: dict | None, suffix: str) -> None:
         return
     fig, ax = plt.subplots(figsize=(10, 4.5))
     for label, data in b6.items():
-        if not isinstance(data, dict) or "latencies_ms" not in data:
+        # Without bench/results/raw/ (a fresh checkout) the samples are a note, not a list.
+        if not isinstance(data, dict) or not isinstance(data.get("latencies_ms"), list):
             continue
         xs = data["latencies_ms"]
         ys = [(i + 1) / len(xs) for i in range(len(xs))]
@@ -159,7 +158,7 @@ def latency(b6: dict | None, suffix: str) -> None:
 
 
 def memory(b8: dict | None, suffix: str) -> None:
-    if not b8:
+    if not b8 or not isinstance(b8.get("samples"), list):
         return
     fig, ax = plt.subplots(figsize=(10, 4))
     samples = b8["samples"]

@@ -31,6 +31,8 @@ DATABASES = {
     REFS: "bench_refs",
     "claim_small": "bench_claim_small",
     "claim_big": "bench_claim_big",
+    # Issue 8's enqueue benchmark: bench_outbox with the outbox's indexes as they were before 0008_trim_indexes.
+    "before": "bench_outbox_before",
 }
 
 # --- PostgreSQL ----------------------------------------------------------------
@@ -175,8 +177,18 @@ class Sink:
     greeting_delay: float = 0.0
     silent: bool = False
     impl: str = "fast"  # "fast" (bench/sink.py) or "aiosmtpd" (bench/sink_aiosmtpd.py)
+    # See bench/sink.py: MTA-like accept delay, random transient failures, greylisting, pid lookup.
+    accept_delay: float = 0.0
+    fail_rate: float = 0.0
+    greylist: float = 0.0
+    greylist_seconds: float = 60.0
+    resolve_pids: bool = False
     port: int = 0
     accepts: list[tuple[float, str]] = field(default_factory=list)
+    # (epoch, connection, Message-ID) for every accept, and the process that opened each connection.
+    accepts_by_connection: list[tuple[float, str, str]] = field(default_factory=list)
+    connection_pids: dict[str, int] = field(default_factory=dict)
+    connection_ends: dict[str, str] = field(default_factory=dict)
     connections: int = 0
 
     def start(self) -> "Sink":
@@ -184,20 +196,32 @@ class Sink:
         self.log_path = LOGS / f"sink-{self.name}.log"
         LOGS.mkdir(exist_ok=True)
         self.log_path.write_text("")
-        script = ["-m", "bench.sink_aiosmtpd"] if self.impl == "aiosmtpd" else [str(BENCH / "sink.py")]
-        argv = [PY, *script, "--port", str(self.port), "--log", str(self.log_path)]
-        argv += ["--reply-delay", str(self.reply_delay), "--greeting-delay", str(self.greeting_delay)]
-        if self.silent:
-            argv.append("--silent")
-        self.proc = Proc(f"sinkproc-{self.name}", argv, {**os.environ, "PYTHONPATH": str(ROOT)})
         self._offset = 0
         self._partial = ""
+        self.launch()
         # The sink logs a connection for every probe; connect once and count it out.
-        wait_port(self.port)
         time.sleep(0.1)
         self.poll()
         self.connections = 0
         return self
+
+    def launch(self) -> None:
+        """Start the sink process on `self.port`, appending to its log (also after `halt()`)."""
+        script = ["-m", "bench.sink_aiosmtpd"] if self.impl == "aiosmtpd" else [str(BENCH / "sink.py")]
+        argv = [PY, *script, "--port", str(self.port), "--log", str(self.log_path)]
+        argv += ["--reply-delay", str(self.reply_delay), "--greeting-delay", str(self.greeting_delay)]
+        argv += ["--accept-delay", str(self.accept_delay), "--fail-rate", str(self.fail_rate)]
+        argv += ["--greylist", str(self.greylist), "--greylist-seconds", str(self.greylist_seconds)]
+        if self.silent:
+            argv.append("--silent")
+        if self.resolve_pids:
+            argv.append("--resolve-pids")
+        self.proc = Proc(f"sinkproc-{self.name}", argv, {**os.environ, "PYTHONPATH": str(ROOT)})
+        wait_port(self.port)
+
+    def halt(self) -> None:
+        """Stop the sink process: connections are refused until `launch()` (an outage)."""
+        self.proc.stop()
 
     def poll(self) -> int:
         with open(self.log_path) as fh:
@@ -211,8 +235,13 @@ class Sink:
             parts = line.split(" ")
             if parts[0] == "A":
                 self.accepts.append((float(parts[1]), parts[3]))
+                self.accepts_by_connection.append((float(parts[1]), parts[2], parts[3]))
             elif parts[0] == "C":
                 self.connections += 1
+            elif parts[0] == "P":
+                self.connection_pids[parts[1]] = int(parts[2])
+            elif parts[0] == "L":
+                self.connection_ends[parts[1]] = parts[2]
         return len(self.accepts)
 
     def wait_for(self, count: int, timeout: float, procs: list[Proc] = ()) -> bool:
@@ -230,6 +259,10 @@ class Sink:
     def stop(self) -> None:
         self.proc.stop()
         self.poll()
+
+    def first_last(self) -> tuple[float, float]:
+        times = sorted(t for t, _ in self.accepts)
+        return (times[0], times[-1]) if times else (float("nan"), float("nan"))
 
     def rate(self, skip: int = 0) -> float:
         """Messages per second between the first and the last accept (process start-up excluded)."""
@@ -305,12 +338,37 @@ def machine() -> dict:
     }
 
 
+# Lists longer than this (latency samples, RSS samples) go only to bench/results/raw/ (git-ignored).
+SUMMARY_LIST_MAX = 40
+
+
+def summarise(value: object, raw_name: str) -> object:
+    """`value` with every long list replaced by a note saying where the full list is."""
+    if isinstance(value, dict):
+        return {key: summarise(item, raw_name) for key, item in value.items()}
+    if isinstance(value, list) and len(value) > SUMMARY_LIST_MAX:
+        return f"{len(value)} values in bench/results/raw/{raw_name}.json"
+    if isinstance(value, list):
+        return [summarise(item, raw_name) for item in value]
+    return value
+
+
 def save(name: str, data: dict) -> Path:
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{name}.json"
+    """Write the summary to bench/results/<name>.json (committed) and everything to results/raw/ (not)."""
+    (RESULTS / "raw").mkdir(parents=True, exist_ok=True)
     data = {"benchmark": name, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **data}
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    (RESULTS / "raw" / f"{name}.json").write_text(json.dumps(data) + "\n")
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(summarise(data, name), indent=1) + "\n")
     return path
+
+
+def load(name: str) -> dict | None:
+    """A saved result, with its raw samples when this checkout has them."""
+    for path in (RESULTS / "raw" / f"{name}.json", RESULTS / f"{name}.json"):
+        if path.exists():
+            return json.loads(path.read_text())
+    return None
 
 
 def log(text: str) -> None:

@@ -4,6 +4,10 @@
 (waiting on the database or on SMTP counts too) and sums the samples by the
 parts of a delivery. Output: bench/results/profile.json and the raw folded
 stacks in bench/logs/profile.folded.
+
+A second drain on the MTA-like sink is sampled without `--idle` (CPU only) and
+reported as microseconds of CPU per email for the functions that cost the most
+(`cpu_per_email_us`): what a cut in the hot path would save.
 """
 
 import subprocess
@@ -45,13 +49,64 @@ PARTS = [
 ]
 
 
-def main(count: int = 3000) -> dict:
+# One sender thread, whatever the default: the shares and the microseconds per email are then
+# one email's cost, not threads waiting for the GIL.
+SEQUENTIAL = ["--concurrency", "1"]
+
+# The functions the CPU profile reports (inclusive time), by the name py-spy gives them.
+CPU_FUNCTIONS = [
+    "OutboxWorker.process_batch",
+    "deliver",
+    "build_email",
+    "EmailMessage.message",
+    "MIMEMixin.as_bytes",
+    "sanitize_address",
+    "SMTP.sendmail",
+    "SocketIO.readinto",
+    "outbox_finish",
+    "outbox_claim_batch",
+    "Logger.info",
+    "Retrying.__iter__",
+]
+
+
+def cpu_profile(count: int, worker_flags: list[str]) -> dict:
+    """CPU microseconds per email spent in (and under) each of CPU_FUNCTIONS, one drain on the MTA-like sink."""
+    from bench.sink import MTA_ACCEPT_DELAY
+
+    rate = 500
+    task(OURS, "seed-ours", str(count))
+    folded = common.LOGS / "profile-cpu.folded"
+    spy = str(Path(common.PY).parent / "py-spy")
+    with Sink("profile-cpu", accept_delay=MTA_ACCEPT_DELAY) as sink:
+        argv = [spy, "record", "--rate", str(rate), "--format", "raw", "-o", str(folded), "--"]
+        argv += manage_cmd("outbox_worker", "--once", *SEQUENTIAL, *worker_flags)
+        proc = subprocess.run(argv, cwd=common.ROOT, env=child_env(OURS, sink.port), capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(proc.stderr[-3000:])
+    inclusive: Counter[str] = Counter()
+    for line in folded.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if any(frame in stack for frame in BACKGROUND) or "OutboxWorker.run (" not in stack:
+            continue
+        names = {frame.split(" (")[0] for frame in stack.split(";")}
+        for name in CPU_FUNCTIONS:
+            if name in names:
+                inclusive[name] += int(n)
+    per_email = {name: round(inclusive[name] / rate / count * 1e6) for name in CPU_FUNCTIONS}
+    log("profile (CPU, MTA-like sink): microseconds per email, inclusive")
+    for name, us in sorted(per_email.items(), key=lambda item: -item[1]):
+        log(f"  {us:6d} us  {name}")
+    return per_email
+
+
+def main(count: int = 3000, worker_flags: list[str] = ()) -> dict:
     task(OURS, "seed-ours", str(count))
     folded = common.LOGS / "profile.folded"
     spy = str(Path(common.PY).parent / "py-spy")
     with Sink("profile") as sink:
         argv = [spy, "record", "--idle", "--rate", "250", "--format", "raw", "-o", str(folded), "--"]
-        argv += manage_cmd("outbox_worker", "--once")
+        argv += manage_cmd("outbox_worker", "--once", *SEQUENTIAL, *worker_flags)
         proc = subprocess.run(argv, cwd=common.ROOT, env=child_env(OURS, sink.port), capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(proc.stderr[-3000:])
@@ -86,4 +141,5 @@ def main(count: int = 3000) -> dict:
         "share_percent": shares,
         "samples_counted": all_samples,
         "samples_background_threads": background,
+        "cpu_per_email_us": cpu_profile(count, list(worker_flags)),
     }

@@ -1,6 +1,5 @@
 """Write docs/benchmarks-data.md: every number from bench/results/*.json with its command."""
 
-import json
 import sys
 
 from bench import common
@@ -10,6 +9,10 @@ ORDER = ["b1", "b2", "b2h", "b3", "b3a", "b3x", "b4", "b5", "b6", "b7", "b8", "p
 
 def fmt(value: float, digits: int = 1) -> str:
     return f"{value:,.{digits}f}"
+
+
+def _count(samples: list | str) -> str:
+    return str(len(samples)) if isinstance(samples, list) else samples
 
 
 def section(name: str, data: dict) -> list[str]:
@@ -99,7 +102,7 @@ def section(name: str, data: dict) -> list[str]:
             f"Delivered {data['delivered']}/{data['expected']} at {fmt(data['rate_per_s'])}/s; "
             f"RSS peak **{fmt(data['peak_rss_mib'])} MiB**, max in the first tenth of the drain "
             f"{fmt(data['rss_first_tenth_mib'])} MiB, in the last tenth {fmt(data['rss_last_tenth_mib'])} MiB "
-            f"(growth {fmt(data['growth_mib'], 2)} MiB); {len(data['samples'])} samples.",
+            f"(growth {fmt(data['growth_mib'], 2)} MiB); samples: {_count(data['samples'])}.",
         ]
     elif name == "profile":
         lines += [
@@ -126,10 +129,9 @@ def main() -> None:
     ]
     machine = None
     for name in ORDER:
-        path = common.RESULTS / f"{name}{suffix}.json"
-        if not path.exists():
+        data = common.load(f"{name}{suffix}")
+        if data is None:
             continue
-        data = json.loads(path.read_text())
         machine = machine or data.get("machine")
         out += section(name, data)
     if machine:

@@ -102,6 +102,19 @@ def task_seed_ours(args: argparse.Namespace) -> dict:
     return {"seeded": args.count}
 
 
+def task_seed_soak(args: argparse.Namespace) -> dict:
+    """The chaos soak's queue: `count` confirmation emails, each to its own recipient (greylisting is per address)."""
+    from outbox_worker.models import OutboxMessage
+
+    truncate(OURS_TABLES)
+    seed_ours(args.count, args.tag)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {OutboxMessage._meta.db_table} SET \"to\" = jsonb_build_array('soak' || id || '@example.com')"
+        )
+    return {"seeded": args.count}
+
+
 def task_counts_ours(args: argparse.Namespace) -> dict:
     from django.db.models import Count
 
@@ -109,6 +122,148 @@ def task_counts_ours(args: argparse.Namespace) -> dict:
 
     rows = OutboxMessage.objects.values("status").annotate(n=Count("id")).order_by()
     return {row["status"]: row["n"] for row in rows}
+
+
+def task_dump_ours(args: argparse.Namespace) -> dict:
+    """Every outbox row's Message-ID and status (the soak and the faulty drain audit them against the sink)."""
+    from outbox_worker.models import OutboxMessage
+
+    return {"rows": list(OutboxMessage.objects.order_by().values_list("message_id", "status"))}
+
+
+def task_trigger_name(args: argparse.Namespace) -> dict:
+    """The NOTIFY trigger on the outbox table (the notify benchmark switches it on and off)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT tgname FROM pg_trigger WHERE tgrelid = 'outbox_worker_outboxmessage'::regclass AND NOT tgisinternal"
+        )
+        names = [row[0] for row in cursor.fetchall()]
+    return {"trigger": names[0] if names else None, "all": names}
+
+
+def task_index_writes(args: argparse.Namespace) -> dict:
+    """Which indexes one enrollment_create writes: every index of the two tables whose predicate the new row meets.
+
+    The enrollment is created and rolled back; a partial index counts only if its WHERE holds for the row.
+    """
+    product = bench_product()
+    found: dict[str, list[str]] = {}
+    with transaction.atomic():
+        enrollment = enrollment_create(
+            product=product, name="Ana Souza", email=f"idx.{uuid.uuid4().hex[:8]}@example.com"
+        )
+        from outbox_worker.models import OutboxMessage
+
+        row = OutboxMessage.objects.get(source=enrollment.outbox_source)
+        with connection.cursor() as cursor:
+            for table, pk in (("enrollments_enrollment", enrollment.pk), ("outbox_worker_outboxmessage", row.pk)):
+                cursor.execute(
+                    "SELECT c.relname, pg_get_expr(i.indpred, i.indrelid) FROM pg_index i "
+                    "JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = %s::regclass ORDER BY c.relname",
+                    [table],
+                )
+                for name, predicate in cursor.fetchall():
+                    written = True
+                    if predicate:
+                        cursor.execute(f"SELECT count(*) FROM {table} WHERE id = %s AND ({predicate})", [pk])
+                        written = cursor.fetchone()[0] == 1
+                    found.setdefault(table, []).append(f"{name}{'' if written else ' (not written: partial)'}")
+            cursor.execute(
+                "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'outbox_worker_outboxmessage'::regclass "
+                "AND NOT tgisinternal"
+            )
+            triggers = cursor.fetchone()[0]
+        transaction.set_rollback(True)
+    per_table = {table: sum("not written" not in name for name in names) for table, names in found.items()}
+    return {"indexes": found, "per_enqueue": {**per_table, "total": sum(per_table.values()), "triggers": triggers}}
+
+
+def task_index_audit(args: argparse.Namespace) -> dict:
+    """EXPLAIN every outbox query that could use an index, on a big table (bench_claim_big); name the index used.
+
+    The queries are the real ones where they are importable (the claim statement, outbox_search,
+    outbox_kinds, capped_count); the admin changelist's are written as the admin builds them.
+    """
+    import re
+
+    from django.db.models import Count, Min
+
+    from outbox_worker import claim, selectors
+    from outbox_worker.models import OutboxMessage, OutboxStatus
+
+    using = args.using
+    qs = OutboxMessage.objects.using(using)
+    now = timezone.now()
+    with connections[using].cursor() as cursor:
+        cursor.execute(
+            'SELECT id, source, message_id, "to"->>0 FROM outbox_worker_outboxmessage ORDER BY id DESC LIMIT 1'
+        )
+        pk, source, message_id, address = cursor.fetchone()
+        cursor.execute("UPDATE outbox_worker_outboxmessage SET resent_from_id = %s WHERE id = %s", [pk - 1, pk])
+        cursor.execute("ANALYZE outbox_worker_outboxmessage")
+    search = lambda term: selectors.outbox_search(queryset=qs, term=term)  # noqa: E731
+    claim_params = {
+        "sending": OutboxStatus.SENDING, "pending": OutboxStatus.PENDING, "worker": "audit", "now": now,
+        "until": now + timedelta(seconds=120), "limit": 50,
+    }  # fmt: skip
+    queries = {
+        "claim (claim.py)": ("sql", claim._POSTGRES_CLAIM, claim_params),
+        "health: oldest due (selectors.outbox_health)": qs.filter(status="pending", available_at__lte=now)
+        .order_by()
+        .values("status")
+        .annotate(at=Min("available_at")),
+        "health: oldest expired lease": qs.filter(status="sending", locked_until__lt=now)
+        .order_by()
+        .values("status")
+        .annotate(at=Min("available_at")),
+        "health: failed in the last hour": qs.filter(status="failed", updated_at__gte=now - timedelta(hours=1))
+        .order_by()
+        .values("status")
+        .annotate(n=Count("id")),
+        "dashboard: capped count of failed (selectors.capped_count)": qs.filter(status="failed").order_by()[:10001],
+        "dashboard: oldest due": qs.filter(status="pending", available_at__lte=now).order_by("available_at", "id")[:1],
+        "workers seen: leases held (selectors.outbox_workers_seen)": qs.filter(status="sending", locked_until__gt=now)
+        .order_by()
+        .values("locked_by")
+        .annotate(n=Count("id")),
+        "kinds (selectors.outbox_kinds)": ("sql", selectors._KINDS_SQL, [selectors.MAX_KINDS]),
+        "admin list, newest first (admin_list)": qs.order_by("-created_at", "-id")[:100],
+        "admin list, status=failed": qs.filter(status="failed").order_by("-created_at", "-id")[:100],
+        "admin list, kind filter": qs.filter(kind="enrollment_confirmation").order_by("-created_at", "-id")[:100],
+        "admin list, created today": qs.filter(created_at__gte=now - timedelta(days=1)).order_by("-created_at", "-id")[
+            :100
+        ],
+        "search by address (outbox_search)": search(address),
+        "search by Message-ID": search(message_id),
+        "search by enrollment (source)": search("matrícula 42"),
+        "messages for a source (selectors.outbox_messages_for_source)": qs.filter(source=source).order_by(
+            "-created_at", "-id"
+        ),
+        "a message's resends (admin page)": qs.filter(resent_from_id=pk - 1).order_by("id"),
+        "prune: unlink resends (services.outbox_prune)": qs.filter(resent_from_id__in=[pk - 1, pk - 2]),
+        "dedup on enqueue (services.outbox_enqueue, the unique constraint)": qs.filter(dedup_key=f"x:{pk}"),
+    }
+    plans: dict[str, dict] = {}
+    for label, query in queries.items():
+        with transaction.atomic(using=using):
+            if isinstance(query, tuple):
+                with connections[using].cursor() as cursor:
+                    cursor.execute("EXPLAIN (COSTS OFF) " + query[1], query[2])
+                    plan = "\n".join(row[0] for row in cursor.fetchall())
+            else:
+                plan = query.explain()
+            transaction.set_rollback(True, using=using)
+        used = sorted(
+            set(re.findall(r"(?:Index Scan|Index Only Scan|Bitmap Index Scan)(?: Backward)? (?:using|on) (\w+)", plan))
+        )
+        plans[label] = {"indexes": used, "plan": plan}
+    with connections[using].cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM outbox_worker_outboxmessage")
+        rows = cursor.fetchone()[0]
+        cursor.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'outbox_worker_outboxmessage'")
+        every = sorted(row[0] for row in cursor.fetchall())
+    used_by = {name: [label for label, p in plans.items() if name in p["indexes"]] for name in every}
+    return {"rows": rows, "plans": plans, "used_by": used_by}
 
 
 def _time_interleaved(variants: dict, args: argparse.Namespace) -> dict:
@@ -407,11 +562,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="task", required=True)
     sub.add_parser("reset-ours")
-    for name in ("seed-ours", "seed-postoffice", "seed-mailer"):
+    for name in ("seed-ours", "seed-postoffice", "seed-mailer", "seed-soak"):
         p = sub.add_parser(name)
         p.add_argument("count", type=int)
         p.add_argument("--tag", default=uuid.uuid4().hex[:8])
     sub.add_parser("counts-ours")
+    sub.add_parser("dump-ours")
+    sub.add_parser("trigger-name")
+    sub.add_parser("index-writes")
+    sub.add_parser("index-audit").add_argument("--using", default="claim_big")
     sub.add_parser("counts-refs")
     for name in ("enqueue-cost", "enqueue-cost-refs"):
         p = sub.add_parser(name)

@@ -40,7 +40,7 @@ class OutboxMessage(models.Model):
     headers = models.JSONField(_("cabeçalhos"), default=dict, blank=True)
     # Fixed at enqueue so every retry carries the same Message-ID: a receiving
     # server (and the student's mail client) can then recognise a duplicate.
-    message_id = models.CharField(_("Message-ID"), max_length=255, unique=True)
+    message_id = models.CharField(_("Message-ID"), max_length=255)
 
     status = models.CharField(_("situação"), max_length=16, choices=OutboxStatus.choices, default=OutboxStatus.PENDING)
     # Deliveries started, including one cut short by a crashed worker. Counted
@@ -62,11 +62,13 @@ class OutboxMessage(models.Model):
 
     kind = models.CharField(_("tipo"), max_length=64, blank=True)
     # What caused the email, as "app_label.model:pk" (e.g. "enrollments.enrollment:42").
-    source = models.CharField(_("origem"), max_length=128, blank=True, db_index=True)
+    source = models.CharField(_("origem"), max_length=128, blank=True)
     # One business event enqueues at most one message: a second enqueue with
     # the same key is refused by the database, not by a racy check.
-    dedup_key = models.CharField(_("chave de deduplicação"), max_length=255, unique=True)
-    resent_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="resends")
+    dedup_key = models.CharField(_("chave de deduplicação"), max_length=255)
+    resent_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="resends", db_index=False
+    )
 
     created_at = models.DateTimeField(_("criado em"), default=timezone.now)
     updated_at = models.DateTimeField(_("atualizado em"), auto_now=True)
@@ -77,6 +79,16 @@ class OutboxMessage(models.Model):
         verbose_name_plural = _("mensagens da outbox")
         ordering = ["-created_at", "-id"]
         permissions = [("resend_outboxmessage", _("Pode reenviar mensagens da outbox"))]
+        # Every index here is written by each enqueue (or, if partial, by the rows it
+        # covers); each one is here because a query uses it — docs/benchmarks-issue8.md
+        # lists which. Uniqueness is a constraint, not `unique=True`: on PostgreSQL
+        # that adds a second, `varchar_pattern_ops` index for LIKE that nothing runs.
+        constraints = [
+            # Fixed per message, looked up by the admin search (selectors.outbox_search).
+            models.UniqueConstraint(fields=["message_id"], name="outbox_message_id_uniq"),
+            # One business event enqueues at most one message (see dedup_key).
+            models.UniqueConstraint(fields=["dedup_key"], name="outbox_dedup_key_uniq"),
+        ]
         indexes = [
             # The claim query reads only these rows; finished rows (the vast
             # majority over time) stay out of the index entirely.
@@ -85,11 +97,8 @@ class OutboxMessage(models.Model):
                 name="outbox_due_idx",
                 condition=Q(status="pending"),
             ),
-            models.Index(
-                fields=["locked_until"],
-                name="outbox_lease_idx",
-                condition=Q(status="sending"),
-            ),
+            # Also the claim's expired leases (status = sending: a few rows per
+            # worker), the health checks and the admin's filter by status.
             models.Index(fields=["status", "-created_at"], name="outbox_status_created_idx"),
             # The admin changelist: newest first unfiltered, by kind, or by date,
             # without sorting the whole table for every page.
@@ -98,6 +107,11 @@ class OutboxMessage(models.Model):
             # Searching the admin for a student's address is an index lookup,
             # not a scan (see selectors.outbox_search).
             models.Index(Lower(KeyTextTransform("0", "to")), name="outbox_first_recipient_idx"),
+            # A source's messages (the enrollment page, the admin search by enrollment number).
+            models.Index(fields=["source"], name="outbox_source_idx"),
+            # A message's resends (admin page) and prune's SET NULL. Only resends have
+            # a resent_from, so ordinary enqueues write nothing to this index.
+            models.Index(fields=["resent_from"], name="outbox_resent_from_idx", condition=Q(resent_from__isnull=False)),
         ]
 
     def __str__(self) -> str:

@@ -71,7 +71,10 @@ def test_a_message_held_by_a_dead_worker_is_delivered_once_its_lease_expires(smt
 def test_sigterm_during_a_batch_finishes_the_message_in_hand_and_releases_the_rest(smtp_server, tmp_path):
     smtp_server.handler.gate = threading.Event()
     enqueue_messages(5)
-    worker = start_worker("--batch-size", "5", smtp_port=smtp_server.port, log_path=tmp_path / "worker.log")
+    # One sender thread (the default is 4 on PostgreSQL): exactly one message is in hand.
+    worker = start_worker(
+        "--batch-size", "5", "--concurrency", "1", smtp_port=smtp_server.port, log_path=tmp_path / "worker.log"
+    )
     try:
         # The worker is now inside the SMTP conversation of its first message.
         assert smtp_server.handler.entered.wait(timeout=60)

@@ -1,0 +1,316 @@
+"""Issue 8's database-side benchmarks: the NOTIFY trigger under load, the enqueue cost, the index audit.
+
+Run by name (`bench/run notify notify-sql enqueue indexes`) or all together with `bench/run issue8`.
+The delivery-side ones (drain, faults) are in bench/issue8.py.
+"""
+
+import json
+import statistics
+import subprocess
+import time
+
+from bench import common
+from bench.common import OURS, REFS, Proc, Sink, child_env, log, manage_cmd, task
+from bench.issue8 import median_ratio
+from bench.sink import MTA_ACCEPT_DELAY
+
+# --- notify: POST /api/enrollments/ with and without the trigger --------------------------------------
+
+
+def notify(cfg) -> dict:
+    """16 clients POSTing enrollments under gunicorn; the NOTIFY trigger on (worker LISTENs) vs off (worker polls).
+
+    The trigger is switched with ALTER TABLE … ENABLE/DISABLE TRIGGER between blocks, on the same
+    gunicorn, so the two variants share every other condition. A worker runs in both (it would in
+    production); it sends to the MTA-like sink.
+    """
+    from bench.run import http_load
+
+    seconds = cfg.n(8, 4)
+    rounds = cfg.n(6, 2)
+    clients = 16
+    web_concurrency = "4"  # 2 sync workers per core: each waits on PostgreSQL half the time
+    product = task(OURS, "reset-ours")["product"]
+    gunicorn = str(common.Path(common.PY).parent / "gunicorn")
+    trigger = task(OURS, "trigger-name")["trigger"]
+    runs: dict[str, list[dict]] = {"trigger": [], "no_trigger": []}
+    with Sink("notify", accept_delay=MTA_ACCEPT_DELAY) as sink:
+        port = common.free_port()
+        env = child_env(OURS, sink.port, GUNICORN_BIND=f"127.0.0.1:{port}", WEB_CONCURRENCY=web_concurrency)
+        env["GUNICORN_ACCESSLOG"] = "/dev/null"
+        web = Proc("notify-gunicorn", [gunicorn, "backend.wsgi", "-c", "gunicorn.conf.py"], env)
+        worker = None
+        try:
+            common.wait_port(port)
+            http_load(port, "/api/enrollments/", product, clients, 2.0, f"warm-{time.time()}")
+            for rnd in range(rounds):
+                order = ("trigger", "no_trigger") if rnd % 2 == 0 else ("no_trigger", "trigger")
+                for name in order:
+                    _set_trigger(trigger, enabled=name == "trigger")
+                    flags = [] if name == "trigger" else ["--no-notify"]
+                    worker = Proc(
+                        f"notify-worker-{name}-{rnd}",
+                        manage_cmd("outbox_worker", *flags, *cfg.worker_flags),
+                        child_env(OURS, sink.port),
+                    )
+                    time.sleep(1.5)  # worker up (and LISTENing) before the load
+                    got = http_load(
+                        port, "/api/enrollments/", product, clients, seconds, f"n-{name}-{rnd}-{time.time()}"
+                    )
+                    worker.stop()
+                    worker = None
+                    ok = [r for r in got if r["status"] == 201]
+                    lat = [r["latency"] * 1000 for r in ok]
+                    result = {
+                        "requests_ok": len(ok),
+                        "errors": len(got) - len(ok),
+                        "throughput_per_s": len(ok) / seconds,
+                        "p50_ms": common.percentile(lat, 50),
+                        "p99_ms": common.percentile(lat, 99),
+                    }
+                    log(
+                        f"  round {rnd + 1} {name}: {result['throughput_per_s']:.0f} req/s, "
+                        f"p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, errors {result['errors']}"
+                    )
+                    runs[name].append(result)
+        finally:
+            if worker is not None:
+                worker.stop()
+            _set_trigger(trigger, enabled=True)
+            web.stop()
+    ratio = median_ratio(runs, "trigger", "no_trigger", "throughput_per_s")
+    p99 = median_ratio(runs, "trigger", "no_trigger", "p99_ms")
+    log(f"notify: throughput with/without the trigger {ratio:.3f}x; p99 {p99:.2f}x")
+    return {
+        "clients": clients,
+        "seconds": seconds,
+        "rounds": rounds,
+        "web_concurrency": web_concurrency,
+        "trigger": trigger,
+        "runs": runs,
+        "throughput_ratio_trigger_vs_none": ratio,
+        "p99_ratio_trigger_vs_none": p99,
+        "threshold": 0.9,
+    }
+
+
+def notify_sql(cfg) -> dict:
+    """The trigger's cost without HTTP or Python in the way: 16 connections committing one outbox INSERT each.
+
+    Each transaction inserts a copy of a real confirmation row (synchronous_commit on, as the web
+    process commits); trigger on vs off alternated in short blocks. This isolates what NOTIFY's
+    database-wide lock through commit costs concurrent committers.
+    """
+    import threading
+
+    seconds = cfg.n(4, 2)
+    rounds = cfg.n(8, 3)
+    clients = 16
+    task(OURS, "seed-ours", "1")
+    trigger = task(OURS, "trigger-name")["trigger"]
+    conn = common.pg_connect(common.DATABASES[OURS])
+    with conn.cursor() as cursor:
+        cursor.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'outbox_worker_outboxmessage' "
+            "AND column_name NOT IN ('id', 'message_id', 'dedup_key', 'status', 'available_at')"
+        )
+        cols = ", ".join(f'"{row[0]}"' for row in cursor.fetchall())
+        cursor.execute("SELECT min(id) FROM outbox_worker_outboxmessage")
+        template = cursor.fetchone()[0]
+    conn.close()
+    sql = (
+        f"INSERT INTO outbox_worker_outboxmessage ({cols}, message_id, dedup_key, status, available_at) "
+        f"SELECT {cols}, %s, %s, 'pending', clock_timestamp() FROM outbox_worker_outboxmessage WHERE id = %s"
+    )
+    run_tag = f"{time.time():.0f}"
+
+    def block(name: str, rnd: int) -> float:
+        counts = [0] * clients
+        deadline = time.time() + seconds
+
+        def client(index: int) -> None:
+            c = common.pg_connect(common.DATABASES[OURS])
+            c.autocommit = False
+            with c.cursor() as cursor:
+                n = 0
+                while time.time() < deadline:
+                    n += 1
+                    key = f"{run_tag}.{name}.{rnd}.{index}.{n}"
+                    cursor.execute(sql, [f"<ns.{key}@bench.local>", f"ns:{key}", template])
+                    c.commit()
+                    counts[index] += 1
+            c.close()
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return sum(counts) / seconds
+
+    # "idle_check": the trigger of the worker-side design proposed in docs/benchmarks-issue8.md §4 —
+    # NOTIFY only when an idle worker holds the advisory lock; with none idle (here: none at all),
+    # the enqueue pays for one shared advisory try-lock instead of NOTIFY's global lock.
+    names = ("trigger", "no_trigger", "idle_check")
+    runs: dict[str, list[float]] = {name: [] for name in names}
+    try:
+        for rnd in range(rounds):
+            order = names if rnd % 2 == 0 else tuple(reversed(names))
+            for name in order:
+                _set_trigger(trigger, enabled=name != "no_trigger")
+                _set_trigger_function(idle_check=name == "idle_check")
+                runs[name].append(block(name, rnd))
+            log(
+                f"  round {rnd + 1}: {runs['trigger'][-1]:.0f} commits/s with the trigger, "
+                f"{runs['no_trigger'][-1]:.0f} without, {runs['idle_check'][-1]:.0f} with the idle check"
+            )
+    finally:
+        _set_trigger_function(idle_check=False)
+        _set_trigger(trigger, enabled=True)
+    ratio = statistics.median(a / b for a, b in zip(runs["trigger"], runs["no_trigger"], strict=True))
+    idle = statistics.median(a / b for a, b in zip(runs["idle_check"], runs["no_trigger"], strict=True))
+    log(
+        f"notify-sql: commits/s with/without the trigger, median of per-round ratios {ratio:.3f}x; "
+        f"idle-check trigger {idle:.3f}x"
+    )
+    return {
+        "clients": clients, "seconds": seconds, "rounds": rounds, "runs": runs, "ratio": ratio,
+        "idle_check_ratio": idle,
+    }  # fmt: skip
+
+
+# The function 0007 installs, and the proposed one (an idle worker would hold advisory lock IDLE_KEY).
+IDLE_KEY = 0x0B0C
+_NOTIFY_BODY = "BEGIN PERFORM pg_notify('outbox_worker', ''); RETURN NULL; END;"
+_IDLE_CHECK_BODY = (
+    f"BEGIN IF NOT pg_try_advisory_xact_lock_shared({IDLE_KEY}) THEN "
+    "PERFORM pg_notify('outbox_worker', ''); END IF; RETURN NULL; END;"
+)
+
+
+def _set_trigger_function(*, idle_check: bool) -> None:
+    body = _IDLE_CHECK_BODY if idle_check else _NOTIFY_BODY
+    conn = common.pg_connect(common.DATABASES[OURS])
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(
+                f"CREATE OR REPLACE FUNCTION outbox_worker_notify() RETURNS trigger AS $$ {body} $$ LANGUAGE plpgsql"
+            )
+    finally:
+        conn.close()
+
+
+def _set_trigger(name: str, *, enabled: bool) -> None:
+    conn = common.pg_connect(common.DATABASES[OURS])
+    try:
+        with conn.cursor() as cursor:
+            action = "ENABLE" if enabled else "DISABLE"
+            cursor.execute(f'ALTER TABLE outbox_worker_outboxmessage {action} TRIGGER "{name}"')
+    finally:
+        conn.close()
+
+
+# --- enqueue: the outbox write's cost, index set before/after --------------------------------------------
+
+
+def enqueue(cfg) -> dict:
+    """Benchmark 2 on two databases that differ only in the outbox's indexes, alternated block by block.
+
+    bench_outbox has every migration; bench_outbox_before stops just before the outbox's
+    `*_trim_indexes` migration (`bench/run setup-db`). post-office's ratio comes from the same
+    invocation (bench_refs).
+    """
+    rounds = cfg.n(12, 3)
+    # "after_without_trigger": bench_outbox with its NOTIFY trigger disabled for the block, to show
+    # what the trigger adds to one enqueue (one client: no contention on its lock).
+    names = ("before", "after", "after_without_trigger")
+    per: dict[str, list[float]] = {name: [] for name in names}
+    detail: dict[str, list[dict]] = {name: [] for name in names}
+    trigger = task(OURS, "trigger-name")["trigger"]
+    for rnd in range(rounds):
+        order = names if rnd % 2 == 0 else tuple(reversed(names))
+        for name in order:
+            db = common.DATABASES["before"] if name == "before" else common.DATABASES[OURS]
+            if name == "after_without_trigger":
+                _set_trigger(trigger, enabled=False)
+            try:
+                got = task_on(db, "enqueue-cost", "--rounds", "4", "--block", "25")
+            finally:
+                _set_trigger(trigger, enabled=True)
+            per[name].append(got["with_outbox"]["ratio_median"])
+            detail[name].append(
+                {
+                    "without_email_ms": got["without_email"]["median_ms"],
+                    "with_outbox_ms": got["with_outbox"]["median_ms"],
+                    "ratio": got["with_outbox"]["ratio_median"],
+                    "prerendered_ratio": got["outbox_prerendered"]["ratio_median"],
+                }
+            )
+        log(
+            f"enqueue round {rnd + 1}/{rounds}: ratio before {per['before'][-1]:.2f}x, after {per['after'][-1]:.2f}x, "
+            f"after without the trigger {per['after_without_trigger'][-1]:.2f}x"
+        )
+    refs = task(REFS, "enqueue-cost-refs", "--rounds", str(max(2, rounds // 2)), "--block", "50")
+    counts = {
+        name: task_on(db, "index-writes")["per_enqueue"]
+        for name, db in (("before", common.DATABASES["before"]), ("after", common.DATABASES[OURS]))
+    }
+    out = {
+        "rounds": rounds,
+        "ratio_before_median": statistics.median(per["before"]),
+        "ratio_after_median": statistics.median(per["after"]),
+        "ratio_after_without_trigger_median": statistics.median(per["after_without_trigger"]),
+        "prerendered_ratio_after_median": statistics.median(d["prerendered_ratio"] for d in detail["after"]),
+        "post_office_ratio": refs["post_office"]["ratio_median"],
+        "django_mailer_ratio": refs["django_mailer"]["ratio_median"],
+        "index_writes_per_enqueue": counts,
+        "detail": detail,
+    }
+    log(
+        f"enqueue: ours {out['ratio_before_median']:.2f}x before, {out['ratio_after_median']:.2f}x after, "
+        f"{out['ratio_after_without_trigger_median']:.2f}x after without the trigger "
+        f"(index writes per enqueue {counts}); post-office {out['post_office_ratio']:.2f}x"
+    )
+    return out
+
+
+def task_on(dbname: str, *args: str) -> dict:
+    """bench.tasks with our settings on another database of ours."""
+    env = child_env(OURS)
+    env["BENCH_OURS_DB_URL"] = f"{common.PG_URL}/{dbname}"
+    out = subprocess.run(
+        [common.PY, "-m", "bench.tasks", *args], cwd=common.ROOT, env=env, capture_output=True, text=True, check=False
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"bench.tasks {' '.join(args)} on {dbname} failed:\n{out.stderr[-4000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# --- indexes: which query uses which index ----------------------------------------------------------------
+
+
+def indexes(cfg) -> dict:
+    """EXPLAIN the outbox's queries on a big table (bench_claim_big) and say which index each one uses.
+
+    The table gets `sent` rows with distinct recipients and sources (so an address or a source is
+    selective, as in production), 0.5 % `failed`, a third of another kind, and 2,000 due rows.
+    """
+    rows = cfg.n(300_000, 50_000)
+    log(f"indexes: filling bench_claim_big with {rows} sent rows and 2,000 due rows")
+    task(OURS, "claim-setup", "--using", "claim_big", "--finished", str(rows), "--due", "2000", timeout=1800)
+    conn = common.pg_connect(common.DATABASES["claim_big"])
+    with conn.cursor() as cursor:
+        cursor.execute(
+            "UPDATE outbox_worker_outboxmessage SET \"to\" = jsonb_build_array('aluno' || id || '@example.com'), "
+            "source = 'enrollments.enrollment:' || id, "
+            "status = CASE WHEN id % 200 = 0 THEN 'failed' ELSE status END, "
+            "kind = CASE WHEN id % 3 = 0 THEN 'other_kind' ELSE kind END"
+        )
+        cursor.execute("VACUUM ANALYZE outbox_worker_outboxmessage")
+    conn.close()
+    audit_result = task(OURS, "index-audit", "--using", "claim_big")
+    for name, used_by in audit_result["used_by"].items():
+        log(f"  {name}: {', '.join(used_by) or 'NOT USED'}")
+    writes = task(OURS, "index-writes")
+    log(f"  index entries per enqueue: {writes['per_enqueue']}")
+    return {**audit_result, "index_writes": writes}
