@@ -99,7 +99,7 @@ def section(name: str, data: dict) -> list[str]:
             f"Delivered {data['delivered']}/{data['expected']} at {fmt(data['rate_per_s'])}/s; "
             f"RSS peak **{fmt(data['peak_rss_mib'])} MiB**, max in the first tenth of the drain "
             f"{fmt(data['rss_first_tenth_mib'])} MiB, in the last tenth {fmt(data['rss_last_tenth_mib'])} MiB "
-            f"(growth {fmt(data['growth_mib'], 2)} MiB); {len(data['samples'])} samples.",
+            f"(growth {fmt(data['growth_mib'], 2)} MiB); {data.get('samples_taken', len(data['samples']))} samples.",
         ]
     elif name == "profile":
         lines += [
