@@ -8,6 +8,7 @@ server. Building and installing takes about 15-30 s with pip's cache (PyPI is ne
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -142,6 +143,7 @@ def test_a_project_that_installed_the_wheel_sends_an_email_through_its_worker_an
     assert received.message["Subject"] == "Your order 7"
     log = (tmp_path / "worker.log").read_text()
     assert f"outbox.delivery id={queued['message_id']} attempt=1 outcome=sent" in log
+    assert re.search(r"^outbox\.listen_connected .*driver=psycopg$", log, re.MULTILINE), log
 
     page = manage(shop, shop_env, "shell", "--no-imports", "-c", ADMIN_PAGE)
     assert json.loads(page) == {"status": 200, "lists_the_email": True}
