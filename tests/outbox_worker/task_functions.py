@@ -69,3 +69,13 @@ def block_until_released(directory: str, name: str, timeout: float = 120.0) -> s
 @task(queue_name="reports")
 def in_reports_queue() -> str:
     return "reports"
+
+
+# In-process tests register a callable here; `observe` reports to it what it sees when it runs.
+OBSERVERS: list = []
+
+
+@task()
+def observe(label: str) -> None:
+    for observer in OBSERVERS:
+        observer(label)
