@@ -637,6 +637,8 @@ BENCHMARKS = {
     "b3": b3,
     "b2": b2,
     "b7": b7,
+    # Not in `all`: the Django Tasks path vs django-tasks-db's db_worker (bench/tasks_bench.py).
+    "tasks": lambda cfg: __import__("bench.tasks_bench").tasks_bench.run(cfg.quick),
 }
 
 

@@ -18,6 +18,7 @@ from datetime import datetime
 
 from django.db import DatabaseError, InterfaceError, connection
 
+from .claim import TASKS
 from .conf import outbox_settings
 from .logevents import log_event
 from .transitions import outbox_extend_leases, outbox_worker_gone, outbox_worker_seen
@@ -267,6 +268,7 @@ class Keeper(threading.Thread):
         enforce_deadline: Callable[[], None],
         pause_state: Callable[[], tuple[datetime | None, str]],
         use_database: bool = True,
+        task_lease_ids: Callable[[], list[int]] | None = None,
     ) -> None:
         # `stopping` is set only once every sender has finished: during a
         # graceful shutdown the message in hand still needs its lease.
@@ -279,6 +281,7 @@ class Keeper(threading.Thread):
         self.enforce_deadline = enforce_deadline
         self.pause_state = pause_state
         self.use_database = use_database
+        self.task_lease_ids = task_lease_ids
         self.heartbeat_seconds = min(outbox_settings.HEARTBEAT_SECONDS, lease_seconds / 3)
         self.first_beat = threading.Event()
 
@@ -299,10 +302,18 @@ class Keeper(threading.Thread):
             pass  # the row goes stale instead, with the same meaning
 
     def extend(self) -> int:
-        ids = self.lease_ids()
-        if not ids:
-            return 0
-        return outbox_extend_leases(message_ids=ids, worker_id=self.worker_id, lease_seconds=self.lease_seconds)
+        extended = 0
+        if ids := self.lease_ids():
+            extended += outbox_extend_leases(
+                message_ids=ids, worker_id=self.worker_id, lease_seconds=self.lease_seconds
+            )
+        # A running task is kept for as long as it runs: Python cannot cut a
+        # thread short, so there is no deadline to enforce on it.
+        if self.task_lease_ids is not None and (ids := self.task_lease_ids()):
+            extended += outbox_extend_leases(
+                message_ids=ids, worker_id=self.worker_id, lease_seconds=self.lease_seconds, queue=TASKS
+            )
+        return extended
 
     def _step(self, name: str, action: Callable[[], object]) -> None:
         try:
