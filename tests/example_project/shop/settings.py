@@ -1,6 +1,5 @@
 """Settings of a minimal host project: only what using outbox_worker needs."""
 
-import importlib.util
 import os
 from urllib.parse import urlsplit
 
@@ -64,11 +63,8 @@ DEFAULT_FROM_EMAIL = "Shop <shop@example.com>"
 
 OUTBOX_POLL_INTERVAL = float(os.environ.get("OUTBOX_POLL_INTERVAL", "2"))
 
-# Tasks go through the outbox when the installed outbox_worker has its tasks backend.
-HAS_OUTBOX_TASKS = importlib.util.find_spec("outbox_worker.tasks") is not None
-if HAS_OUTBOX_TASKS:
-    INSTALLED_APPS.append("django_tasks")
-    TASKS = {"default": {"BACKEND": "outbox_worker.tasks.OutboxBackend"}}
+# @task functions are queued in the caller's transaction and run by `manage.py outbox_worker`.
+TASKS = {"default": {"BACKEND": "outbox_worker.tasks.OutboxBackend"}}
 
 # outbox_worker logs one line per event (`outbox.delivery id=1 attempt=1 outcome=sent ...`) at INFO;
 # without a handler Python would show only warnings.
