@@ -198,6 +198,20 @@ OUTBOX_HEARTBEAT_SECONDS = env.float("OUTBOX_HEARTBEAT_SECONDS", default=5.0)
 OUTBOX_WORKER_STALE_AFTER = env.float("OUTBOX_WORKER_STALE_AFTER", default=20.0)
 OUTBOX_SEND_DEADLINE = env.float("OUTBOX_SEND_DEADLINE", default=300.0)
 
+# --- Background tasks (Django Tasks API, run by `manage.py outbox_worker`) ---
+# `@task` functions enqueue a row in the caller's transaction; the outbox worker
+# runs them with the emails' claim, lease, heartbeat and retries. QUEUES empty:
+# any queue name is accepted; `outbox_worker --queues a,b` picks which to run.
+TASKS = {"default": {"BACKEND": "outbox_worker.tasks.OutboxBackend", "QUEUES": []}}
+
+# The course staff's channel (Slack/Discord-style incoming webhook), told of each
+# new enrollment (backend/enrollments/tasks.py). No URL: nothing is enqueued.
+STAFF_WEBHOOK_URL = env.str("STAFF_WEBHOOK_URL", default="")
+# Signs each body: X-Signature: sha256=<hex HMAC-SHA256(secret, body)>.
+STAFF_WEBHOOK_SECRET = env.str("STAFF_WEBHOOK_SECRET", default="")
+# Seconds for connecting and for each read; a hung endpoint costs one attempt, not a worker.
+STAFF_WEBHOOK_TIMEOUT = env.float("STAFF_WEBHOOK_TIMEOUT", default=10.0)
+
 # --- Security behind Railway's proxy (production only) ---------------------
 # Railway's proxy terminates TLS and always sends X-Forwarded-Proto.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

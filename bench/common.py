@@ -338,28 +338,13 @@ def machine() -> dict:
     }
 
 
-# Lists longer than this (latency samples, RSS samples) go only to bench/results/raw/ (git-ignored).
-SUMMARY_LIST_MAX = 40
-
-
-def summarise(value: object, raw_name: str) -> object:
-    """`value` with every long list replaced by a note saying where the full list is."""
-    if isinstance(value, dict):
-        return {key: summarise(item, raw_name) for key, item in value.items()}
-    if isinstance(value, list) and len(value) > SUMMARY_LIST_MAX:
-        return f"{len(value)} values in bench/results/raw/{raw_name}.json"
-    if isinstance(value, list):
-        return [summarise(item, raw_name) for item in value]
-    return value
-
-
 def save(name: str, data: dict) -> Path:
-    """Write the summary to bench/results/<name>.json (committed) and everything to results/raw/ (not)."""
+    """Write a compact copy to bench/results/<name>.json (committed) and everything to results/raw/ (not)."""
     (RESULTS / "raw").mkdir(parents=True, exist_ok=True)
     data = {"benchmark": name, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **data}
     (RESULTS / "raw" / f"{name}.json").write_text(json.dumps(data) + "\n")
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps(summarise(data, name), indent=1) + "\n")
+    write_result(path, data)
     return path
 
 
@@ -369,6 +354,47 @@ def load(name: str) -> dict | None:
         if path.exists():
             return json.loads(path.read_text())
     return None
+
+
+# Raw series are kept only as finely as the charts need them: results are committed, and 1,500
+# latencies or 350 RSS samples per run made ~11,000 lines of JSON that no reader looks at.
+LATENCY_POINTS = 101  # p0, p1, ..., p100
+MAX_SAMPLES = 200
+
+
+def compact_result(data: dict) -> dict:
+    """Return `data` with its raw series thinned: sorted latencies to percentiles, samples evenly spaced.
+
+    Every summary (p50, p99, peak RSS, counts) is computed by the benchmark before this, from all points.
+    """
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            value = compact_result(value)
+        elif key == "latencies_ms" and isinstance(value, list) and len(value) > LATENCY_POINTS:
+            value = [round(percentile(value, p), 2) for p in range(LATENCY_POINTS)]
+        elif key == "samples" and isinstance(value, list) and len(value) > MAX_SAMPLES:
+            out["samples_taken"] = len(value)
+            step = (len(value) - 1) / (MAX_SAMPLES - 1)
+            value = [value[round(i * step)] for i in range(MAX_SAMPLES)]
+        out[key] = value
+    return out
+
+
+def write_result(path: Path, data: dict) -> None:
+    """Write a result compactly: objects indented, lists of numbers (or of short lists) on one line."""
+
+    def dump(value: object, indent: str) -> str:
+        if isinstance(value, dict) and value:
+            inner = indent + "  "
+            items = [f"{inner}{json.dumps(k)}: {dump(v, inner)}" for k, v in value.items()]
+            return "{\n" + ",\n".join(items) + "\n" + indent + "}"
+        if isinstance(value, list) and value and any(isinstance(v, dict) for v in value):
+            inner = indent + "  "
+            return "[\n" + ",\n".join(inner + dump(v, inner) for v in value) + "\n" + indent + "]"
+        return json.dumps(value)
+
+    path.write_text(dump(compact_result(data), "") + "\n")
 
 
 def log(text: str) -> None:

@@ -11,10 +11,6 @@ def fmt(value: float, digits: int = 1) -> str:
     return f"{value:,.{digits}f}"
 
 
-def _count(samples: list | str) -> str:
-    return str(len(samples)) if isinstance(samples, list) else samples
-
-
 def section(name: str, data: dict) -> list[str]:
     lines = [f"## {name}", "", f"Command: `{data['command']}` — {data['when']}, {data['seconds']} s, "]
     lines[-1] += f"load average at start {', '.join(fmt(x, 2) for x in data.get('load_average_at_start', []))}"
@@ -102,7 +98,7 @@ def section(name: str, data: dict) -> list[str]:
             f"Delivered {data['delivered']}/{data['expected']} at {fmt(data['rate_per_s'])}/s; "
             f"RSS peak **{fmt(data['peak_rss_mib'])} MiB**, max in the first tenth of the drain "
             f"{fmt(data['rss_first_tenth_mib'])} MiB, in the last tenth {fmt(data['rss_last_tenth_mib'])} MiB "
-            f"(growth {fmt(data['growth_mib'], 2)} MiB); samples: {_count(data['samples'])}.",
+            f"(growth {fmt(data['growth_mib'], 2)} MiB); {data.get('samples_taken', len(data['samples']))} samples.",
         ]
     elif name == "profile":
         lines += [

@@ -659,6 +659,8 @@ BENCHMARKS = {
     "enqueue": issue8_db.enqueue,
     "indexes": issue8_db.indexes,
     "soak": soak.run,
+    # Not in `all`: the Django Tasks path vs django-tasks-db's db_worker (bench/tasks_bench.py).
+    "tasks": lambda cfg: __import__("bench.tasks_bench").tasks_bench.run(cfg.quick),
 }
 
 

@@ -393,3 +393,7 @@ class OutboxMessageAdmin(admin.ModelAdmin):
         for reason, pks in refused_by_reason.items():
             listed = ", ".join(f"#{pk}" for pk in pks[:20]) + (f" e mais {len(pks) - 20}" if len(pks) > 20 else "")
             self.message_user(request, f"{label} recusado para {listed}: {reason}.", messages.WARNING)
+
+
+# The tasks admin lives in its own module (admin_tasks.py); importing it registers it.
+from . import admin_tasks  # noqa: E402, F401

@@ -16,9 +16,9 @@ import traceback
 from collections.abc import Callable
 from datetime import datetime
 
-import psycopg2
 from django.db import DatabaseError, InterfaceError, connection
 
+from .claim import TASKS
 from .conf import outbox_settings
 from .logevents import log_event
 from .transitions import outbox_extend_leases, outbox_worker_gone, outbox_worker_seen
@@ -65,6 +65,10 @@ class NotificationListener(threading.Thread):
     timeout), so it is pinged every `check_interval` seconds and reopened when
     anything is wrong. After a reconnect the senders are woken once, in case a
     notification was lost while the connection was down.
+
+    It speaks whichever driver Django's PostgreSQL backend loaded (psycopg 3
+    when installed, else psycopg2), reached through `connection.Database`, so
+    the app imports neither and works with either.
     """
 
     def __init__(self, *, waker: Waker, stopping: threading.Event, check_interval: float = 30.0) -> None:
@@ -73,29 +77,42 @@ class NotificationListener(threading.Thread):
         self.stopping = stopping
         self.check_interval = check_interval
         self._stop_read, self._stop_write = os.pipe()
-        self._connection: psycopg2.extensions.connection | None = None
+        self._connection = None  # a psycopg.Connection or a psycopg2 connection
+        self._driver = connection.Database  # the module: psycopg or psycopg2
+
+    @property
+    def _psycopg3(self) -> bool:
+        return self._driver.__name__ == "psycopg"
 
     def stop(self) -> None:
         os.write(self._stop_write, b"x")
 
     def _connect(self) -> None:
         params = connection.get_connection_params()
+        # Django's cursor class and psycopg 3 type adapters serve its ORM; this connection only LISTENs.
+        params.pop("cursor_factory", None)
+        params.pop("context", None)
         # TCP keepalives make the kernel notice a silently dead peer too.
         params.update(keepalives=1, keepalives_idle=30, keepalives_interval=10, keepalives_count=3)
         # Lets an operator (and the tests) find this connection in pg_stat_activity.
         params["application_name"] = listener_application_name(os.getpid())
-        conn = psycopg2.connect(**params)
-        conn.set_session(autocommit=True)
+        conn = self._driver.connect(**params)
+        conn.autocommit = True
+        if self._psycopg3:
+            # psycopg 3 reads notifications that arrive during a query (the ping) itself and hands them to
+            # its handlers; psycopg2 keeps them in conn.notifies for the next _received_notification.
+            conn.add_notify_handler(lambda _notification: self.waker.bump())
         with conn.cursor() as cursor:
             cursor.execute(f"LISTEN {CHANNEL}")
         self._connection = conn
-        log_event(logger, logging.INFO, "outbox.listen_connected", channel=CHANNEL, backend_pid=conn.get_backend_pid())
+        log_event(logger, logging.INFO, "outbox.listen_connected", channel=CHANNEL, backend_pid=conn.info.backend_pid,
+                  driver=self._driver.__name__)  # fmt: skip
 
     def _disconnect(self) -> None:
         if self._connection is not None:
             try:
                 self._connection.close()
-            except psycopg2.Error:
+            except self._driver.Error:
                 pass
             self._connection = None
 
@@ -129,10 +146,27 @@ class NotificationListener(threading.Thread):
             with self._connection.cursor() as cursor:
                 cursor.execute("SELECT 1")
             return
+        if self._received_notification():
+            self.waker.bump()
+
+    def _received_notification(self) -> bool:
+        """Read what the server sent without blocking; return whether it held a notification.
+
+        A closed connection raises here (both drivers), which reconnects.
+        """
+        if self._psycopg3:
+            # libpq's own calls, as psycopg2's poll() makes them: read the socket, then pop notifications.
+            pgconn = self._connection.pgconn
+            pgconn.consume_input()
+            received = False
+            while pgconn.notifies() is not None:
+                received = True
+            return received
         self._connection.poll()
         if self._connection.notifies:
             self._connection.notifies.clear()
-            self.waker.bump()
+            return True
+        return False
 
 
 def sever(backend: object) -> bool:
@@ -234,6 +268,7 @@ class Keeper(threading.Thread):
         enforce_deadline: Callable[[], None],
         pause_state: Callable[[], tuple[datetime | None, str]],
         use_database: bool = True,
+        task_lease_ids: Callable[[], list[int]] | None = None,
     ) -> None:
         # `stopping` is set only once every sender has finished: during a
         # graceful shutdown the message in hand still needs its lease.
@@ -246,6 +281,7 @@ class Keeper(threading.Thread):
         self.enforce_deadline = enforce_deadline
         self.pause_state = pause_state
         self.use_database = use_database
+        self.task_lease_ids = task_lease_ids
         self.heartbeat_seconds = min(outbox_settings.HEARTBEAT_SECONDS, lease_seconds / 3)
         self.first_beat = threading.Event()
 
@@ -266,10 +302,18 @@ class Keeper(threading.Thread):
             pass  # the row goes stale instead, with the same meaning
 
     def extend(self) -> int:
-        ids = self.lease_ids()
-        if not ids:
-            return 0
-        return outbox_extend_leases(message_ids=ids, worker_id=self.worker_id, lease_seconds=self.lease_seconds)
+        extended = 0
+        if ids := self.lease_ids():
+            extended += outbox_extend_leases(
+                message_ids=ids, worker_id=self.worker_id, lease_seconds=self.lease_seconds
+            )
+        # A running task is kept for as long as it runs: Python cannot cut a
+        # thread short, so there is no deadline to enforce on it.
+        if self.task_lease_ids is not None and (ids := self.task_lease_ids()):
+            extended += outbox_extend_leases(
+                message_ids=ids, worker_id=self.worker_id, lease_seconds=self.lease_seconds, queue=TASKS
+            )
+        return extended
 
     def _step(self, name: str, action: Callable[[], object]) -> None:
         try:

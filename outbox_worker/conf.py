@@ -24,6 +24,15 @@ class OutboxSettings:
         return int(getattr(settings, "OUTBOX_BATCH_SIZE", 50))
 
     @property
+    def TASK_BATCH_SIZE(self) -> int:
+        """Tasks a sender claims per turn (at most its share of BATCH_SIZE).
+
+        Small, because tasks run one after another: a claimed task waits for
+        those before it, held from other workers, and emails wait for the batch.
+        """
+        return int(getattr(settings, "OUTBOX_TASK_BATCH_SIZE", 10))
+
+    @property
     def POLL_INTERVAL(self) -> float:
         """Seconds the worker sleeps when it found nothing to send."""
         return float(getattr(settings, "OUTBOX_POLL_INTERVAL", 2.0))

@@ -14,6 +14,7 @@ from django.db import connection, transaction
 from django.db.models import F, QuerySet
 from django.db.models.functions import Now
 
+from .claim import EMAILS, QueueTable
 from .models import DeliveryAttempt, OutboxMessage, OutboxStatus, WorkerHeartbeat, database_now_sql
 
 TABLE = OutboxMessage._meta.db_table
@@ -37,8 +38,9 @@ class Outcome:
     refund: bool = False
 
 
-def _held(message_ids: Iterable[int], worker_id: str) -> QuerySet[OutboxMessage]:
-    return OutboxMessage.objects.filter(pk__in=list(message_ids), status=OutboxStatus.SENDING, locked_by=worker_id)
+def _held(message_ids: Iterable[int], worker_id: str, queue: QueueTable = EMAILS) -> QuerySet:
+    """The rows of `queue` among `message_ids` that `worker_id` still holds."""
+    return queue.model.objects.filter(pk__in=list(message_ids), status=queue.held, locked_by=worker_id)
 
 
 def _update_held_returning(
@@ -144,8 +146,10 @@ def outbox_mark_started(
     return dict(marked), lost
 
 
-def outbox_release(*, message_ids: Iterable[int], worker_id: str, retry_in: timedelta | None = None) -> int:
-    """Hand back claimed messages that were not sent: due again now (or `retry_in` from now), nothing charged.
+def outbox_release(
+    *, message_ids: Iterable[int], worker_id: str, retry_in: timedelta | None = None, queue: QueueTable = EMAILS
+) -> int:
+    """Hand back claimed rows that were not sent (or run): due again now (or `retry_in` from now), nothing charged.
 
     A row already marked started gets its attempt back: it never reached the provider.
     """
@@ -153,9 +157,11 @@ def outbox_release(*, message_ids: Iterable[int], worker_id: str, retry_in: time
     if not ids:
         return 0
     with transaction.atomic():
-        _held(ids, worker_id).filter(started_at__isnull=False).update(attempts=F("attempts") - 1, started_at=None)
-        return _held(ids, worker_id).update(
-            status=OutboxStatus.PENDING,
+        _held(ids, worker_id, queue).filter(started_at__isnull=False).update(
+            attempts=F("attempts") - 1, started_at=None
+        )
+        return _held(ids, worker_id, queue).update(
+            status=queue.pending,
             locked_by="",
             locked_until=None,
             available_at=Now() + retry_in if retry_in else F("available_at"),
@@ -163,9 +169,11 @@ def outbox_release(*, message_ids: Iterable[int], worker_id: str, retry_in: time
         )
 
 
-def outbox_extend_leases(*, message_ids: Iterable[int], worker_id: str, lease_seconds: float) -> int:
-    """Push the lease of the given rows `worker_id` still holds; return how many that is."""
-    return _held(message_ids, worker_id).update(locked_until=Now() + timedelta(seconds=lease_seconds))
+def outbox_extend_leases(
+    *, message_ids: Iterable[int], worker_id: str, lease_seconds: float, queue: QueueTable = EMAILS
+) -> int:
+    """Push the lease of the given rows of `queue` that `worker_id` still holds; return how many that is."""
+    return _held(message_ids, worker_id, queue).update(locked_until=Now() + timedelta(seconds=lease_seconds))
 
 
 def outbox_worker_seen(

@@ -8,6 +8,11 @@ finished, or held by a worker whose heartbeat goes stale so another worker
 takes it back: rows never started cost nothing, rows in the started group
 cost one attempt, and a message that kills the worker twice is failed alone.
 
+Tasks (`@task` functions queued through outbox_worker.tasks.OutboxBackend)
+ride the same loop: each turn a sender claims one batch of emails, then one
+small batch of tasks (tasks_run.py), so a full queue of either kind never
+starves the other; a long task holds only its own sender (use --concurrency).
+
 Beside the sender loop(s) run a keeper thread (heartbeat, leases, the
 outcome flush, the send deadline) and, on PostgreSQL, a LISTEN thread that
 wakes idle senders at commit time.
@@ -23,7 +28,7 @@ import threading
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 from django.conf import settings
@@ -50,6 +55,7 @@ from .outcomes import (
 )
 from .provider import Admission, ProviderGate
 from .retry import RetryPolicy
+from .tasks_run import TaskRunner
 from .throttle import RateLimiter
 from .transitions import Outcome, outbox_release
 
@@ -74,7 +80,9 @@ class OutboxWorker:
         worker_id: str | None = None,
         policy: RetryPolicy | None = None,
         connection_factory: Callable[[], BaseEmailBackend] = get_connection,
+        queues: Sequence[str] | None = None,
     ) -> None:
+        """`queues`: the task queues to run (None: every queue; empty: no tasks, emails only)."""
         self.batch_size = batch_size or outbox_settings.BATCH_SIZE
         # Each sender thread claims its share of a batch: a thread that took a
         # whole batch would leave the others idle while it works through it
@@ -103,6 +111,14 @@ class OutboxWorker:
         self._suspect_lock = threading.Lock()
         self._stopping = threading.Event()
         self._once_wait_until: float | None = None
+        # None: this worker runs no tasks (`--queues ""`).
+        self.tasks: TaskRunner | None = None
+        if queues is None or queues:
+            self.tasks = TaskRunner(
+                worker_id=self.worker_id, queues=queues, lease_seconds=self.lease_seconds,
+                batch_size=min(self.claim_size, outbox_settings.TASK_BATCH_SIZE),
+                policy=self.policy, stopping=lambda: self.stopping,
+            )  # fmt: skip
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -144,6 +160,7 @@ class OutboxWorker:
             worker_id=self.worker_id, lease_seconds=self.lease_seconds, stopping=senders_done,
             lease_ids=self._lease_ids, flush_due=self.book.flush_if_overdue, enforce_deadline=self.deadline.enforce,
             pause_state=self._pause_state, use_database=not inline,
+            task_lease_ids=self.tasks.in_hand if self.tasks else None,
         )  # fmt: skip
         if inline:
             keeper.beat()
@@ -175,6 +192,8 @@ class OutboxWorker:
             keeper.join()
             if inline:
                 keeper.gone()
+        if self.tasks is not None:
+            self.stats.update(self.tasks.stats)
         stats = dict(sorted(self.stats.items()))
         log_event(logger, logging.INFO, "outbox.worker_stopped", worker=self.worker_id, **stats)
         return self.stats
@@ -200,11 +219,12 @@ class OutboxWorker:
                     log_event(logger, logging.WARNING, "outbox.once_stopped_by_pause", worker=self.worker_id,
                               reason=self.gate.reason)  # fmt: skip
                     break
-                admission = self._admission_to_claim()
-                if admission is None:
-                    continue  # paused: waited, ask again
+                # While the provider gate is paused, tasks still run; with no
+                # tasks to run the sender waits out the pause instead.
+                admission = self._admission_to_claim(wait=self.tasks is None)
                 try:
-                    claimed = self.process_batch(backend, admission=admission)
+                    claimed = self.process_batch(backend, admission=admission) if admission is not None else 0
+                    ran = self.tasks.process_batch() if self.tasks is not None else 0
                     failures = 0
                 except Exception as exc:  # noqa: BLE001 - one bad turn must never stop the queue
                     close_quietly(backend)
@@ -219,33 +239,40 @@ class OutboxWorker:
                     recycle_database_connection()
                     self._stopping.wait(delay)
                     continue
+                if admission is None and self.tasks is None:
+                    continue  # paused: waited, ask again
                 if claimed == 0:
                     self.book.flush()
                     close_quietly(backend)
-                    if admission.probe:
+                    if admission is not None and admission.probe:
                         self._no_probe()
+                if claimed == 0 and ran == 0:
                     if self.once:
                         if not self._once_should_wait():
                             break
                         self._stopping.wait(max(0.2, self.poll_interval))
                         continue
-                    self.waker.wait(since, self.poll_interval)
+                    # Paused with tasks to serve: back when the pause ends, or a task comes.
+                    pause = self.gate.retry_in() if admission is None else self.poll_interval
+                    self.waker.wait(since, max(0.05, min(self.poll_interval, pause)))
         finally:
             close_quietly(backend)
             self.book.flush()
 
-    def _admission_to_claim(self) -> Admission | None:
-        """Whether this sender may claim now: always, unless the provider gate is paused.
+    def _admission_to_claim(self, *, wait: bool = True) -> Admission | None:
+        """Whether this sender may claim emails now: always, unless the provider gate is paused.
 
-        While paused a sender claims nothing (other workers, whose provider may
-        be fine, can take the rows) and waits for the pause to end; then one
-        sender is admitted as the probe and claims a single message.
+        While paused a sender claims no email (other workers, whose provider
+        may be fine, can take the rows) and waits for the pause to end (with
+        `wait`; else returns None at once); then one sender is admitted as the
+        probe and claims a single message.
         """
         if not self.gate.paused:
             return _GO
         admission = self.gate.admit()
         if not admission.send:
-            self._stopping.wait(admission.wait)
+            if wait:
+                self._stopping.wait(admission.wait)
             return None
         return admission
 
@@ -267,7 +294,8 @@ class OutboxWorker:
             self._once_wait_until = time.monotonic() + horizon
         if time.monotonic() > self._once_wait_until:
             return False
-        return OutboxMessage.objects.filter(status=OutboxStatus.SENDING).exclude(locked_by=self.worker_id).exists()
+        held = OutboxMessage.objects.filter(status=OutboxStatus.SENDING).exclude(locked_by=self.worker_id).exists()
+        return held or (self.tasks is not None and self.tasks.held_elsewhere())
 
     # --- one batch -----------------------------------------------------------
 

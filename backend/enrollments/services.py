@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.template.loader import render_to_string
 from django.utils import timezone
@@ -19,6 +20,7 @@ from outbox_worker.models import OutboxMessage
 from outbox_worker.services import outbox_enqueue
 
 from .models import Enrollment, IdempotencyKey
+from .tasks import notify_staff_channel
 
 logger = logging.getLogger("backend.enrollments")
 
@@ -72,8 +74,27 @@ def enrollment_queue_confirmation(*, enrollment: Enrollment, dedup_key: str | No
     )
 
 
+def enrollment_notify_staff(*, enrollment: Enrollment) -> None:
+    """Queue the staff channel's notice of a new enrollment (call inside a transaction); nothing without a URL.
+
+    The notice is built now, from the enrollment as it was created, so the task
+    never reads the domain tables and says what happened even if the row changes.
+    """
+    if not settings.STAFF_WEBHOOK_URL:
+        return
+    product = enrollment.product
+    notify_staff_channel.enqueue(
+        {
+            "event": "enrollment.created",
+            "enrollment": {"id": enrollment.pk, "name": enrollment.name, "email": enrollment.email,
+                           "created_at": enrollment.created_at.isoformat()},
+            "product": {"id": product.pk, "name": product.name, "price": str(product.price)},
+        }
+    )  # fmt: skip
+
+
 def enrollment_create(*, product: Product, name: str, email: str, phone: str = "") -> Enrollment:
-    """Enroll a student and queue the confirmation email: both commit, or neither does."""
+    """Enroll a student, queue the confirmation email and the staff notice: all commit, or none does."""
     email = normalize_email(email)
     try:
         with transaction.atomic():
@@ -81,6 +102,7 @@ def enrollment_create(*, product: Product, name: str, email: str, phone: str = "
                 product=product, name=normalize_name(name), email=email, phone=phone.strip()
             )
             message = enrollment_queue_confirmation(enrollment=enrollment)
+            enrollment_notify_staff(enrollment=enrollment)
     except IntegrityError:
         if Enrollment.objects.filter(product=product, email=email).exists():
             raise EnrollmentAlreadyExists from None

@@ -42,8 +42,15 @@ def _non_negative_float(value: str) -> float:
     return number
 
 
+def _queue_names(value: str) -> list[str]:
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
 class Command(BaseCommand):
-    help = "Deliver queued outbox emails until stopped (SIGTERM/SIGINT finishes the message in hand)."
+    help = (
+        "Deliver queued outbox emails and run queued tasks until stopped "
+        "(SIGTERM/SIGINT finishes the message or task in hand)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
@@ -97,6 +104,16 @@ class Command(BaseCommand):
             help="At most this many messages per second from this process (for providers that throttle).",
         )
 
+        parser.add_argument(
+            "--queues",
+            type=_queue_names,
+            default=None,
+            help=(
+                "Task queues to run, comma-separated (default: every queue); an empty value runs no tasks, "
+                "only emails. Emails are always delivered."
+            ),
+        )
+
     def handle(self, *args: object, **options: object) -> None:
         worker = OutboxWorker(
             batch_size=options["batch_size"],
@@ -106,6 +123,7 @@ class Command(BaseCommand):
             concurrency=options["concurrency"] or default_concurrency(),
             notify=False if options["no_notify"] else None,
             rate=options["rate"],
+            queues=options["queues"],
         )
         worker.install_signal_handlers()
         stats = worker.run()

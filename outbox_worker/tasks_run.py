@@ -1,0 +1,241 @@
+"""Running tasks inside the outbox worker: claim, mark started, run, write the outcome.
+
+The same discipline as emails (worker.py): a short committed claim (nothing
+charged), then per task a committed "started" mark (`attempts + 1`, written in
+one transaction with the previous task's outcome) before the task runs
+outside any transaction. A worker killed mid-task leaves the row `running`
+under a heartbeat that goes stale; the next claim takes it back and counts an
+interruption; a task that kills its worker twice is failed alone. Between
+healthy workers a task runs once; across a crash, at least once.
+"""
+
+import logging
+import threading
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.db import transaction
+from django.db.models.functions import Now
+from django_tasks import TaskContext
+from django_tasks.exceptions import InvalidTaskError
+from django_tasks.utils import get_module_path
+
+from .claim import TASKS, task_claim_batch
+from .logevents import log_event
+from .models import OutboxTask, TaskStatus
+from .outcomes import QUARANTINE_AFTER, with_database_retry
+from .retry import RetryPolicy
+from .tasks import PermanentTaskError, json_arguments, load_task, task_result_from_row
+from .transitions import _held, outbox_release
+
+logger = logging.getLogger("outbox_worker.worker")
+
+
+@dataclass
+class TaskOutcome:
+    """How one run ended: SUCCEEDED, FAILED, or PENDING again `retry_in` from now."""
+
+    task_id: int
+    status: str
+    return_value: object = None
+    errors: list[dict] = field(default_factory=list)  # every error so far, this run's last
+    retry_in: timedelta | None = None
+
+
+def _write_outcome(outcome: TaskOutcome, worker_id: str) -> bool:
+    last_error = outcome.errors[-1]["traceback"] if outcome.errors and outcome.status != TaskStatus.SUCCEEDED else ""
+    finished = outcome.status in (TaskStatus.SUCCEEDED, TaskStatus.FAILED)
+    return bool(
+        _held([outcome.task_id], worker_id, TASKS).update(
+            status=outcome.status,
+            return_value=outcome.return_value,
+            errors=outcome.errors,
+            last_error=last_error,
+            available_at=Now() + outcome.retry_in if outcome.retry_in else Now(),
+            finished_at=Now() if finished else None,
+            locked_by="",
+            locked_until=None,
+            started_at=None,
+            updated_at=Now(),
+        )
+    )
+
+
+def task_mark_started(*, task: OutboxTask, worker_id: str, previous: TaskOutcome | None = None) -> tuple[bool, bool]:
+    """Count an attempt for `task` about to run, writing `previous` (the last run's outcome) in the same transaction.
+
+    Return (whether `task` is still ours to run, whether `previous` was still
+    ours when written). Committed before the task starts, so a task that
+    kills the worker has always been charged for it.
+    """
+    with transaction.atomic():
+        previous_kept = _write_outcome(previous, worker_id) if previous else True
+        marked = _held([task.pk], worker_id, TASKS).update(
+            started_at=Now(), last_attempted_at=Now(), updated_at=Now(),
+            attempts=task.attempts + 1, worker_ids=[*task.worker_ids, worker_id],
+        )  # fmt: skip
+    return bool(marked), previous_kept
+
+
+def task_finish(*, outcome: TaskOutcome, worker_id: str) -> bool:
+    """Write one run's outcome; return whether the row was still ours. Idempotent: a second write changes nothing."""
+    with transaction.atomic():
+        return _write_outcome(outcome, worker_id)
+
+
+def _error(exc: BaseException) -> dict:
+    return {"exception_class_path": get_module_path(type(exc)), "traceback": "".join(traceback.format_exception(exc))}
+
+
+def run_task(row: OutboxTask, *, policy: RetryPolicy) -> TaskOutcome:
+    """Run one claimed, started task and judge how it ended."""
+    errors = list(row.errors)
+    try:
+        task = load_task(row.task_path)
+    except (ImportError, AttributeError) as exc:
+        # The code changed under the row (a renamed or removed task): running it again will not help.
+        return TaskOutcome(row.pk, TaskStatus.FAILED, errors=[*errors, _error(exc)])
+    args = row.args
+    try:
+        if task.takes_context:
+            args = [TaskContext(task_result=task_result_from_row(row, task)), *args]
+        raw_value = task.call(*args, **row.kwargs)
+    except PermanentTaskError as exc:
+        return TaskOutcome(row.pk, TaskStatus.FAILED, errors=[*errors, _error(exc)])
+    except Exception as exc:  # noqa: BLE001 - any other error is the task's, retried
+        return _retry_or_fail(row, [*errors, _error(exc)], policy)
+    try:
+        return_value = json_arguments([raw_value], {})[0][0]
+    except InvalidTaskError as exc:
+        # It ran; running it again would only repeat its side effects.
+        return TaskOutcome(row.pk, TaskStatus.FAILED, errors=[*errors, _error(exc)])
+    return TaskOutcome(row.pk, TaskStatus.SUCCEEDED, return_value=return_value, errors=errors)
+
+
+def _retry_or_fail(row: OutboxTask, errors: list[dict], policy: RetryPolicy) -> TaskOutcome:
+    if row.attempts < row.max_attempts:
+        return TaskOutcome(row.pk, TaskStatus.PENDING, errors=errors, retry_in=policy.backoff(row.attempts))
+    return TaskOutcome(row.pk, TaskStatus.FAILED, errors=errors)
+
+
+def _quarantined(row: OutboxTask) -> TaskOutcome | None:
+    """Fail, without running, a task its workers died running (see outcomes.quarantine)."""
+    if row.interruptions >= QUARANTINE_AFTER:
+        reason = f"interrupted {row.interruptions} times (the worker died while running it); not run again"
+    elif row.interruptions and row.attempts >= row.max_attempts:
+        reason = f"attempts exhausted ({row.attempts}/{row.max_attempts}), the last one interrupted"
+    else:
+        return None
+    error = {"exception_class_path": "outbox_worker.tasks.TaskInterrupted", "traceback": reason}
+    return TaskOutcome(row.pk, TaskStatus.FAILED, errors=[*row.errors, error])
+
+
+class TaskRunner:
+    """One worker process's task side: shared by its sender threads, its in-hand rows leased by the keeper."""
+
+    def __init__(
+        self, *, worker_id: str, queues: Sequence[str] | None, batch_size: int, lease_seconds: float,
+        policy: RetryPolicy, stopping: Callable[[], bool],
+    ) -> None:  # fmt: skip
+        self.worker_id = worker_id
+        self.queues = list(queues) if queues is not None else None
+        self.batch_size = batch_size
+        self.lease_seconds = lease_seconds
+        self.policy = policy
+        self.stopping = stopping
+        self._lock = threading.Lock()
+        self._in_hand: set[int] = set()
+        self.stats: Counter[str] = Counter()  # task_succeeded, task_retry, task_failed
+
+    def in_hand(self) -> list[int]:
+        with self._lock:
+            return list(self._in_hand)
+
+    def _hold(self, ids: Sequence[int], keep: bool) -> None:
+        with self._lock:
+            (self._in_hand.update if keep else self._in_hand.difference_update)(ids)
+
+    def held_elsewhere(self) -> bool:
+        """Whether tasks this worker could run are held by other workers (for --once)."""
+        rows = OutboxTask.objects.filter(status=TaskStatus.RUNNING).exclude(locked_by=self.worker_id)
+        return (rows.filter(queue_name__in=self.queues) if self.queues is not None else rows).exists()
+
+    def process_batch(self) -> int:
+        """Claim and run one batch of tasks; return how many were claimed.
+
+        Stops between tasks on shutdown: the task in hand runs to its end, the
+        rest go back at once, uncharged.
+        """
+        rows = task_claim_batch(
+            worker_id=self.worker_id, limit=self.batch_size, lease_seconds=self.lease_seconds, queues=self.queues
+        )
+        if not rows:
+            return 0
+        self._hold([row.pk for row in rows], True)
+        waiting = list(rows)
+        previous: TaskOutcome | None = None
+        try:
+            while waiting and not self.stopping():
+                row = waiting.pop(0)
+                if (outcome := _quarantined(row)) is not None:
+                    previous = self._written(previous)
+                    self._log(row, outcome, 0.0)
+                    previous = outcome
+                    continue
+                ours, kept = with_database_retry(
+                    lambda row=row, previous=previous: task_mark_started(
+                        task=row, worker_id=self.worker_id, previous=previous
+                    ),
+                    worker_id=self.worker_id,
+                )
+                self._lost(previous, kept)
+                previous = None
+                if not ours:  # taken back by another worker meanwhile: not ours to run
+                    continue
+                row.attempts += 1
+                row.worker_ids = [*row.worker_ids, self.worker_id]
+                started = time.monotonic()
+                outcome = run_task(row, policy=self.policy)
+                self._log(row, outcome, time.monotonic() - started)
+                previous = outcome
+        finally:
+            try:
+                self._written(previous)
+                if waiting:
+                    released = with_database_retry(
+                        lambda: outbox_release(
+                            message_ids=[row.pk for row in waiting], worker_id=self.worker_id, queue=TASKS
+                        ),
+                        worker_id=self.worker_id,
+                    )
+                    log_event(logger, logging.INFO, "outbox.tasks_released", worker=self.worker_id, count=released)
+            finally:
+                self._hold([row.pk for row in rows], False)
+        return len(rows)
+
+    def _written(self, outcome: TaskOutcome | None) -> None:
+        if outcome is not None:
+            kept = with_database_retry(
+                lambda: task_finish(outcome=outcome, worker_id=self.worker_id), worker_id=self.worker_id
+            )
+            self._lost(outcome, kept)
+
+    def _lost(self, outcome: TaskOutcome | None, kept: bool) -> None:
+        if outcome is not None and not kept:
+            log_event(logger, logging.WARNING, "outbox.lease_lost", worker=self.worker_id, rows=1,
+                      ids=[outcome.task_id], consequence="another worker took it back; it may run twice")  # fmt: skip
+
+    def _log(self, row: OutboxTask, outcome: TaskOutcome, seconds: float) -> None:
+        name = {TaskStatus.SUCCEEDED: "succeeded", TaskStatus.FAILED: "failed", TaskStatus.PENDING: "retry"}
+        with self._lock:
+            self.stats[f"task_{name[outcome.status]}"] += 1
+        level = logging.INFO if outcome.status == TaskStatus.SUCCEEDED else logging.WARNING
+        log_event(
+            logger, level, "outbox.task", id=row.pk, task=row.task_path, queue=row.queue_name,
+            attempt=row.attempts, outcome=name[outcome.status], duration_ms=round(seconds * 1000, 1),
+            **({"error": outcome.errors[-1]["exception_class_path"]} if outcome.status != TaskStatus.SUCCEEDED else {}),
+        )  # fmt: skip
