@@ -22,6 +22,7 @@ from .models import (
     database_now_sql,
     worker_stale_after,
 )
+from .suppression import hold_suppressed_claims
 
 TABLE = OutboxMessage._meta.db_table
 
@@ -107,5 +108,7 @@ def outbox_claim_batch(*, worker_id: str, limit: int, lease_seconds: float) -> l
     }
     with transaction.atomic():
         messages = list(OutboxMessage.objects.raw(sql, params))
+        # Suppressed since enqueue: held here, in the claim's transaction (one lookup per batch).
+        messages = hold_suppressed_claims(messages)
     messages.sort(key=lambda message: (message.available_at, message.pk))
     return messages
