@@ -393,3 +393,7 @@ class OutboxMessageAdmin(admin.ModelAdmin):
         for reason, pks in refused_by_reason.items():
             listed = ", ".join(f"#{pk}" for pk in pks[:20]) + (f" e mais {len(pks) - 20}" if len(pks) > 20 else "")
             self.message_user(request, f"{label} recusado para {listed}: {reason}.", messages.WARNING)
+
+
+# Delivery events inline, delivery column and the suppression list (kept in their own module).
+from . import admin_tracking  # noqa: E402, F401
