@@ -62,6 +62,13 @@ class DeliveryEventInline(admin.TabularInline):
     def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
+    def has_view_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        # Events are part of the message's story: whoever may see the message sees them
+        # (and only once there are any: most messages never get one, e.g. over SMTP).
+        if not request.user.has_perm("outbox_worker.view_outboxmessage"):
+            return False
+        return obj is None or obj.delivery_events.exists()
+
     @admin.display(description="quando")
     def when(self, event: DeliveryEvent) -> str:
         return _local(event.occurred_at)

@@ -14,6 +14,7 @@ from svix.webhooks import Webhook
 
 from outbox_worker.models import DeliveryEvent, DeliveryStatus, OutboxMessage, OutboxStatus, Suppression
 from tests.factories import enqueue_messages
+from tests.staff import make_operator
 
 pytestmark = pytest.mark.django_db
 
@@ -371,3 +372,22 @@ def test_the_worker_stores_the_providers_message_id_and_the_event_finds_it(clien
     post_postmark(client, postmark_delivery("pm-1", "carla@example.com"))
     message.refresh_from_db()
     assert message.delivery_status == DeliveryStatus.DELIVERED
+
+
+# --- what the operator sees ----------------------------------------------------
+
+
+def test_the_operator_sees_the_bounce_and_its_events_on_the_message_page_and_list(client):
+    message = sent_message("pm-op-1")
+    post_postmark(client, postmark_delivery("pm-op-1", "carla@example.com"))
+    post_postmark(client, postmark_bounce("pm-op-1", "carla@example.com", bounce_type="HardBounce", type_code=1,
+                                          bounce_id=31337))  # fmt: skip
+    client.force_login(make_operator())
+
+    page = client.get(f"/admin/outbox_worker/outboxmessage/{message.pk}/change/").content.decode()
+    listing = client.get("/admin/outbox_worker/outboxmessage/", {"delivery_status": "bounced"})
+
+    assert "outbox-delivery-bounced" in page
+    assert "smtp;550 5.1.1" in page and "smtp;250 2.0.0" in page  # both events, with the provider's words
+    assert [m.pk for m in listing.context["cl"].result_list] == [message.pk]
+    assert "outbox-delivery-bounced" in listing.content.decode()
