@@ -20,7 +20,7 @@ from .mime import (
     check_mailbox,
     idna_domain,
 )
-from .models import DeliveryAttempt, OutboxMessage, OutboxStatus
+from .models import DeliveryAttempt, DeliveryEvent, OutboxMessage, OutboxStatus
 from .suppression import hold_if_suppressed
 
 # Statuses a message never leaves by itself; only these may be pruned.
@@ -274,6 +274,8 @@ def outbox_prune(*, before: datetime, statuses: Iterable[str], batch_size: int =
             return deleted
         with transaction.atomic():
             DeliveryAttempt.objects.filter(message_id__in=ids).delete()
+            # A pruned message's provider events go with it (a suppression keeps its own detail).
+            DeliveryEvent.objects.filter(message_id__in=ids).delete()
             OutboxMessage.objects.filter(resent_from_id__in=ids).update(resent_from=None)
             # Attempts and resend links are cleared above, so this deletes only messages.
             count, _by_model = OutboxMessage.objects.filter(pk__in=ids, status__in=statuses).delete()

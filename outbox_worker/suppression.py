@@ -87,8 +87,8 @@ def suppression_add(
 ) -> Suppression | None:
     """Suppress `address` unless it already is; return the new row, or None when it was already suppressed."""
     address = normalize(address)
-    if not address:
-        return None
+    if not address or len(address) > Suppression._meta.get_field("address").max_length:
+        return None  # nothing we could have sent to
     try:
         with transaction.atomic():
             suppression = Suppression.objects.create(address=address, reason=reason, detail=detail[:1000], event=event)

@@ -1,14 +1,17 @@
 """The suppression list: held at enqueue, re-checked at claim, lifted by a permitted operator."""
 
+from datetime import timedelta
+
 import pytest
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.db import transaction
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from backend.enrollments.services import enrollment_create
-from outbox_worker.models import OutboxMessage, OutboxStatus, Suppression, SuppressionReason
-from outbox_worker.services import outbox_resend
+from outbox_worker.models import DeliveryEvent, OutboxMessage, OutboxStatus, Suppression, SuppressionReason
+from outbox_worker.services import outbox_prune, outbox_resend
 from outbox_worker.suppression import suppression_add
 from tests.factories import enqueue_messages, make_product
 from tests.staff import make_staff
@@ -125,3 +128,16 @@ def test_the_suppression_list_page_finds_an_address(client):
 
     assert response.status_code == 200
     assert [s.address for s in response.context["cl"].result_list] == ["carla@example.com"]
+
+
+def test_pruning_a_message_takes_its_events_and_keeps_the_suppression():
+    [message] = enqueue_messages(1, to=["carla@example.com"])
+    event = DeliveryEvent.objects.create(message=message, provider="postmark", event_id="1", event_type="bounced")
+    suppression_add(address="carla@example.com", reason=SuppressionReason.HARD_BOUNCE, detail="550 5.1.1", event=event)
+    OutboxMessage.objects.filter(pk=message.pk).update(status=OutboxStatus.SENT)
+
+    assert outbox_prune(before=timezone.now() + timedelta(days=1), statuses=[OutboxStatus.SENT]) == 1
+
+    assert not DeliveryEvent.objects.exists()
+    suppression = Suppression.objects.get()
+    assert (suppression.event, suppression.detail, suppression.lifted_at) == (None, "550 5.1.1", None)

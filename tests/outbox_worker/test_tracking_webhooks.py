@@ -10,8 +10,10 @@ from datetime import UTC, datetime
 
 import pytest
 from django.core.management import call_command
+from django.db import OperationalError
 from svix.webhooks import Webhook
 
+from outbox_worker import tracking
 from outbox_worker.models import DeliveryEvent, DeliveryStatus, OutboxMessage, OutboxStatus, Suppression
 from tests.factories import enqueue_messages
 from tests.staff import make_operator
@@ -391,3 +393,42 @@ def test_the_operator_sees_the_bounce_and_its_events_on_the_message_page_and_lis
     assert "smtp;550 5.1.1" in page and "smtp;250 2.0.0" in page  # both events, with the provider's words
     assert [m.pk for m in listing.context["cl"].result_list] == [message.pk]
     assert "outbox-delivery-bounced" in listing.content.decode()
+
+
+# --- a handler failure never becomes a retry storm ------------------------------
+# Mocked: no real payload makes our own code fail, and that is the point of these tests.
+
+
+def test_an_unexpected_error_in_the_handler_is_logged_and_answered_200(client, monkeypatch, caplog):
+    def broken(**kwargs):
+        raise ValueError("a payload we cannot read")
+
+    monkeypatch.setattr(tracking, "delivery_event_record", broken)
+
+    response = post_postmark(client, postmark_delivery("pm-z", "carla@example.com"))
+
+    # Retrying the same payload could never succeed: the provider is told it was received.
+    assert response.status_code == 200
+    assert "outbox.event_failed" in caplog.text and "a payload we cannot read" in caplog.text
+
+
+def test_a_database_error_answers_500_so_the_provider_retries_later(client, monkeypatch):
+    def database_down(**kwargs):
+        raise OperationalError("the database is restarting")
+
+    monkeypatch.setattr(tracking, "delivery_event_record", database_down)
+    client.raise_request_exception = False
+
+    response = post_postmark(client, postmark_delivery("pm-z", "carla@example.com"))
+
+    # The provider retries on its own schedule; the replay is then stored once.
+    assert response.status_code == 500
+
+
+def test_an_absurdly_long_recipient_is_stored_without_suppressing_anything(client):
+    long_address = "x" * 400 + "@example.com"
+    payload = postmark_bounce("pm-long", long_address, bounce_type="HardBounce", type_code=1, bounce_id=1)
+
+    assert post_postmark(client, payload).status_code == 200
+    assert DeliveryEvent.objects.count() == 1
+    assert not Suppression.objects.exists()
