@@ -79,21 +79,27 @@ def delivery(message: OutboxMessage) -> SafeString | str:
     return delivery_badge(message)
 
 
-# Added to the message admin without restructuring it (admin.py is the operator UX's file).
-OutboxMessageAdmin.delivery = staticmethod(delivery)
-OutboxMessageAdmin.list_display = [
-    *OutboxMessageAdmin.list_display[: OutboxMessageAdmin.list_display.index("status_label") + 1],
-    "delivery",
-    *OutboxMessageAdmin.list_display[OutboxMessageAdmin.list_display.index("status_label") + 1 :],
-]
-OutboxMessageAdmin.list_filter = [*OutboxMessageAdmin.list_filter, "delivery_status"]
-OutboxMessageAdmin.inlines = [*OutboxMessageAdmin.inlines, DeliveryEventInline]
-_first_fields = OutboxMessageAdmin.fieldsets[0][1]["fields"]
-OutboxMessageAdmin.fieldsets = [
-    (None, {"fields": [*_first_fields[:1], "delivery", *_first_fields[1:]]}),
-    *OutboxMessageAdmin.fieldsets[1:],
-]
-OutboxMessageAdmin.readonly_fields = [*OutboxMessageAdmin.readonly_fields, "delivery"]
+def _after(items: list, anchor: str, name: str) -> list:
+    """`items` with `name` right after `anchor` (at the end when there is no such anchor)."""
+    items = list(items)
+    index = items.index(anchor) + 1 if anchor in items else len(items)
+    return [*items[:index], name, *items[index:]]
+
+
+def _extend_message_admin(model_admin: type[admin.ModelAdmin]) -> None:
+    """Add the delivery column, filter, field and events inline to the message admin (admin.py stays the UX's)."""
+    model_admin.delivery = staticmethod(delivery)
+    model_admin.list_display = _after(model_admin.list_display, "status_label", "delivery")
+    model_admin.list_filter = [*model_admin.list_filter, "delivery_status"]
+    model_admin.inlines = [*model_admin.inlines, DeliveryEventInline]
+    if model_admin.fieldsets:
+        (title, options), *rest = model_admin.fieldsets
+        fields = _after(options.get("fields", []), "status_label", "delivery")
+        model_admin.fieldsets = [(title, {**options, "fields": fields}), *rest]
+    model_admin.readonly_fields = [*model_admin.readonly_fields, "delivery"]
+
+
+_extend_message_admin(OutboxMessageAdmin)
 
 
 class ActiveFilter(admin.SimpleListFilter):
