@@ -7,6 +7,7 @@ project runs on a local SQLite file and prints emails to the console.
 
 import os
 import re
+import secrets
 from pathlib import Path
 
 import environ
@@ -177,6 +178,12 @@ vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
 # ANYMAIL_POSTMARK_SERVER_TOKEN, ANYMAIL_POSTMARK_API_URL (the prefix is removed).
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default=vars()["EMAIL_BACKEND"])
 ANYMAIL = {name.removeprefix("ANYMAIL_"): value for name, value in os.environ.items() if name.startswith("ANYMAIL_")}
+# Delivery events (delivered, bounced, spam) arrive at /webhooks/anymail/<provider>/tracking/
+# (outbox_worker.urls), e.g. https://USER:PASS@<host>/webhooks/anymail/postmark/tracking/ in Postmark's
+# webhook settings. ANYMAIL_WEBHOOK_SECRET="USER:PASS" is the basic auth every call must carry; Resend's
+# calls must also carry its signature (ANYMAIL_RESEND_SIGNING_SECRET="whsec_..."). Unset, anymail would
+# accept anyone's events with a warning: a random secret nobody knows refuses them all instead.
+ANYMAIL.setdefault("WEBHOOK_SECRET", f"unset:{secrets.token_urlsafe(32)}")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Cursos <nao-responda@localhost>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 # Django's default is no timeout at all: a blocked SMTP port (Railway's lower

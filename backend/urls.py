@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from backend.enrollments.views import EnrollmentDetailView, EnrollmentListCreateView
@@ -23,4 +23,5 @@ urlpatterns = [
     path("api/products/", ProductListView.as_view(), name="product-list"),
     path("api/enrollments/", EnrollmentListCreateView.as_view(), name="enrollment-list"),
     path("api/enrollments/<int:pk>/", EnrollmentDetailView.as_view(), name="enrollment-detail"),
+    path("webhooks/", include("outbox_worker.urls")),
 ]

@@ -395,5 +395,7 @@ class OutboxMessageAdmin(admin.ModelAdmin):
             self.message_user(request, f"{label} recusado para {listed}: {reason}.", messages.WARNING)
 
 
-# The tasks admin lives in its own module (admin_tasks.py); importing it registers it.
-from . import admin_tasks  # noqa: E402, F401
+# The tasks admin (admin_tasks.py) and the delivery events inline, delivery
+# column and suppression list (admin_tracking.py) live in their own modules;
+# importing them registers them.
+from . import admin_tasks, admin_tracking  # noqa: E402, F401

@@ -7,3 +7,7 @@ class OutboxWorkerConfig(AppConfig):
     label = "outbox_worker"
     verbose_name = _("Outbox de emails")
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # Connects the receiver of anymail's `tracking` signal (provider delivery events).
+        from . import tracking  # noqa: F401

@@ -28,6 +28,7 @@ from .models import (
     database_now_sql,
     worker_stale_after,
 )
+from .suppression import hold_suppressed_claims
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,9 @@ def claim_batch(
     }
     with transaction.atomic():
         rows = list(queue.model.objects.raw(sql, params))
+        if queue is EMAILS:
+            # Suppressed since enqueue: held here, in the claim's transaction (one lookup per batch).
+            rows = hold_suppressed_claims(rows)
     rows.sort(key=queue.sort_key)
     return rows
 

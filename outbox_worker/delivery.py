@@ -26,6 +26,7 @@ class DeliveryResult:
     sent: bool
     verdict: Classified | None = None  # the last try's failure; None when sent
     attempts: list[DeliveryAttempt] = field(default_factory=list)
+    provider_message_id: str = ""  # the HTTP API's id for the accepted message; blank over SMTP
 
     @property
     def blame(self) -> Blame | None:
@@ -44,6 +45,13 @@ class DeliveryResult:
     @property
     def error(self) -> str:
         return "" if self.verdict is None else self.verdict.description
+
+
+def provider_message_id(email: EmailMultiAlternatives) -> str:
+    """The id an anymail backend got for the accepted email, or "" (SMTP, or one id per recipient)."""
+    status = getattr(email, "anymail_status", None)
+    message_id = getattr(status, "message_id", None)
+    return message_id[:255] if isinstance(message_id, str) else ""
 
 
 def close_quietly(connection: BaseEmailBackend) -> None:
@@ -72,6 +80,9 @@ def deliver(
     result = DeliveryResult(sent=False)
     try:
         email = build_email(message, connection)
+        # Echoed back by the provider in its webhooks (anymail's `metadata`), so an
+        # event finds its message even before the provider's id is written. SMTP ignores it.
+        email.metadata = {"outbox_id": str(message.pk)}
     except Exception as exc:  # noqa: BLE001 - a row we cannot build is a recorded outcome, never a crash
         result.verdict = classify(exc)
         now = timezone.now()
@@ -96,6 +107,7 @@ def deliver(
                     attempts=result.attempts,
                 )
         result.sent = True
+        result.provider_message_id = provider_message_id(email)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a recorded outcome
         result.verdict = classify(exc)
     return result

@@ -2,6 +2,7 @@
 
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q, QuerySet
 from django.db.models.fields.json import KeyTextTransform
@@ -18,6 +19,33 @@ class OutboxStatus(models.TextChoices):
     SENT = "sent", _("enviado")
     FAILED = "failed", _("falhou")
     CANCELLED = "cancelled", _("cancelado")
+    # Not sent: a recipient is on the suppression list (hard bounce or spam
+    # complaint). Held, never claimed; an operator lifts the suppression and resends.
+    SUPPRESSED = "suppressed", _("suprimido")
+
+
+class DeliveryStatus(models.TextChoices):
+    """What the provider told us after accepting a message (blank: nothing yet)."""
+
+    DEFERRED = "deferred", _("entrega atrasada")
+    SOFT_BOUNCED = "soft_bounced", _("devolvido (temporário)")
+    DELIVERED = "delivered", _("entregue")
+    BOUNCED = "bounced", _("devolvido")
+    REJECTED = "rejected", _("recusado pelo provedor")
+    COMPLAINED = "complained", _("marcado como spam")
+
+
+# Events arrive out of order (a delivery after a delay notice, a bounce after a
+# "delivered" from a relay): a status only replaces one of lower or equal rank.
+DELIVERY_STATUS_RANK = {
+    "": 0,
+    DeliveryStatus.DEFERRED: 1,
+    DeliveryStatus.SOFT_BOUNCED: 2,
+    DeliveryStatus.DELIVERED: 3,
+    DeliveryStatus.BOUNCED: 4,
+    DeliveryStatus.REJECTED: 4,
+    DeliveryStatus.COMPLAINED: 5,
+}
 
 
 class OutboxMessage(models.Model):
@@ -69,6 +97,15 @@ class OutboxMessage(models.Model):
     resent_from = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="resends", db_index=False
     )
+    # The id the HTTP email API gave the message when it accepted it (anymail's
+    # `anymail_status.message_id`); blank over SMTP. Webhook events name it.
+    provider_message_id = models.CharField(_("id no provedor"), max_length=255, blank=True, db_index=True)
+    # The provider's latest verdict after "sent" (tracking.delivery_event_record);
+    # a column, not a query over events, so the list, its filter and the API read it for free.
+    delivery_status = models.CharField(
+        _("entrega"), max_length=16, choices=DeliveryStatus.choices, blank=True, default=""
+    )
+    delivery_status_at = models.DateTimeField(_("entrega informada em"), null=True, blank=True)
 
     created_at = models.DateTimeField(_("criado em"), default=timezone.now)
     updated_at = models.DateTimeField(_("atualizado em"), auto_now=True)
@@ -116,6 +153,12 @@ class OutboxMessage(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.subject} → {', '.join(self.to)}"
+
+    def delivery_label(self) -> str:
+        """The truthful state for an operator: the provider's verdict once there is one, else the outbox status."""
+        if self.delivery_status:
+            return DeliveryStatus(self.delivery_status).label
+        return OutboxStatus(self.status).label
 
     def is_held(self, now: datetime) -> bool:
         """Whether a worker's lease on this row is live: operators must not touch it."""
@@ -308,3 +351,82 @@ class OutboxTask(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.task_path}"
+
+
+class DeliveryEvent(models.Model):
+    """One event a provider reported about a message it accepted (delivered, bounced, …).
+
+    Stored even when no message matches (an id from before tracking, another
+    system's email): harmless and kept for the record. `event_id` is unique
+    per provider, so a replayed webhook is stored once.
+    """
+
+    message = models.ForeignKey(
+        OutboxMessage, null=True, blank=True, on_delete=models.SET_NULL, related_name="delivery_events"
+    )
+    provider = models.CharField(_("provedor"), max_length=32)
+    event_id = models.CharField(_("id do evento"), max_length=255)
+    event_type = models.CharField(_("evento"), max_length=32)
+    provider_message_id = models.CharField(_("id no provedor"), max_length=255, blank=True)
+    recipient = models.CharField(_("destinatário"), max_length=320, blank=True)
+    occurred_at = models.DateTimeField(_("quando"), null=True, blank=True)
+    received_at = models.DateTimeField(_("recebido em"), default=timezone.now)
+    # The verdict this event gave the message (DeliveryStatus), blank for opens, clicks, …
+    delivery_status = models.CharField(_("entrega"), max_length=16, choices=DeliveryStatus.choices, blank=True)
+    reject_reason = models.CharField(_("motivo"), max_length=32, blank=True)
+    description = models.TextField(_("descrição"), blank=True)
+    mta_response = models.TextField(_("resposta do servidor"), blank=True)
+    payload = models.JSONField(_("dados do provedor"), default=dict, blank=True)
+
+    class Meta:
+        verbose_name = _("evento de entrega")
+        verbose_name_plural = _("eventos de entrega")
+        ordering = ["occurred_at", "id"]
+        constraints = [models.UniqueConstraint(fields=["provider", "event_id"], name="outbox_event_once")]
+
+    def __str__(self) -> str:
+        return f"{self.provider} {self.event_type} {self.provider_message_id}"
+
+
+class SuppressionReason(models.TextChoices):
+    HARD_BOUNCE = "hard_bounce", _("devolução permanente")
+    COMPLAINT = "complaint", _("marcado como spam")
+
+
+class SuppressionQuerySet(QuerySet):
+    def active(self) -> "SuppressionQuerySet":
+        return self.filter(lifted_at__isnull=True)
+
+
+class Suppression(models.Model):
+    """An address the outbox will not send to: it bounced for good, or its owner marked us as spam.
+
+    At most one active row per address (a partial unique index); lifting keeps
+    the row, with who lifted it and when.
+    """
+
+    address = models.CharField(_("endereço"), max_length=320)  # lower case (suppression.normalize)
+    reason = models.CharField(_("motivo"), max_length=16, choices=SuppressionReason.choices)
+    detail = models.TextField(_("detalhe"), blank=True)
+    event = models.ForeignKey(DeliveryEvent, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(_("criada em"), default=timezone.now)
+    lifted_at = models.DateTimeField(_("retirada em"), null=True, blank=True)
+    lifted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    objects = SuppressionQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("endereço suprimido")
+        verbose_name_plural = _("endereços suprimidos")
+        ordering = ["-created_at", "-id"]
+        permissions = [("lift_suppression", _("Pode retirar endereços da lista de supressão"))]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["address"], condition=Q(lifted_at__isnull=True), name="outbox_one_active_suppression"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.address

@@ -289,7 +289,7 @@ class PlannedChange:
 
 
 def _plan_resend(message: OutboxMessage, now: datetime) -> PlannedChange:
-    if message.status in (OutboxStatus.FAILED, OutboxStatus.CANCELLED):
+    if message.status in (OutboxStatus.FAILED, OutboxStatus.CANCELLED, OutboxStatus.SUPPRESSED):
         return PlannedChange(message, True, "volta para a fila agora, com novas tentativas")
     if message.status == OutboxStatus.SENT:
         return PlannedChange(message, True, "uma cópia nova (novo Message-ID) entra na fila; a original é mantida")

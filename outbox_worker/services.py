@@ -20,10 +20,11 @@ from .mime import (
     check_mailbox,
     idna_domain,
 )
-from .models import DeliveryAttempt, OutboxMessage, OutboxStatus
+from .models import DeliveryAttempt, DeliveryEvent, OutboxMessage, OutboxStatus
+from .suppression import hold_if_suppressed
 
 # Statuses a message never leaves by itself; only these may be pruned.
-FINISHED_STATUSES = (OutboxStatus.SENT, OutboxStatus.FAILED, OutboxStatus.CANCELLED)
+FINISHED_STATUSES = (OutboxStatus.SENT, OutboxStatus.FAILED, OutboxStatus.CANCELLED, OutboxStatus.SUPPRESSED)
 
 # Why an operator action leaves a row alone (shown as they are in the admin).
 REFUSED_HELD = "um worker está entregando agora"
@@ -128,6 +129,8 @@ def outbox_enqueue(
         build_email(message)
     except MessageCannotBeBuilt as exc:
         raise OutboxError(f"the email cannot be built: {exc}") from None
+    # A suppressed recipient holds the message (not an error: the caller's change still commits).
+    hold_if_suppressed(message)
     message.save(force_insert=True)
     return message
 
@@ -147,14 +150,15 @@ class ActionReport:
 def outbox_resend(*, message_ids: Iterable[int]) -> ActionReport:
     """Queue selected messages again; nothing is sent in the caller's request.
 
-    failed/cancelled → pending, due now, with a fresh attempt budget;
+    failed/cancelled/suppressed → pending, due now, with a fresh attempt budget
+    (a recipient still suppressed is held again at claim);
     sent → a new copy (new Message-ID) is queued and the original kept;
     pending or held by a worker → refused (it is already on its way).
     """
     report = ActionReport()
     now = timezone.now()
     for message in OutboxMessage.objects.filter(pk__in=list(message_ids)).order_by("pk"):
-        if message.status in (OutboxStatus.FAILED, OutboxStatus.CANCELLED):
+        if message.status in (OutboxStatus.FAILED, OutboxStatus.CANCELLED, OutboxStatus.SUPPRESSED):
             # Guarded on the status we saw: a concurrent action wins, not both.
             updated = OutboxMessage.objects.filter(pk=message.pk, status=message.status).update(
                 status=OutboxStatus.PENDING,
@@ -270,6 +274,8 @@ def outbox_prune(*, before: datetime, statuses: Iterable[str], batch_size: int =
             return deleted
         with transaction.atomic():
             DeliveryAttempt.objects.filter(message_id__in=ids).delete()
+            # A pruned message's provider events go with it (a suppression keeps its own detail).
+            DeliveryEvent.objects.filter(message_id__in=ids).delete()
             OutboxMessage.objects.filter(resent_from_id__in=ids).update(resent_from=None)
             # Attempts and resend links are cleared above, so this deletes only messages.
             count, _by_model = OutboxMessage.objects.filter(pk__in=ids, status__in=statuses).delete()

@@ -36,6 +36,7 @@ class Outcome:
     retry_in: timedelta | None = None
     attempts: list[DeliveryAttempt] = field(default_factory=list)
     refund: bool = False
+    provider_message_id: str = ""  # when SENT through an HTTP API: the provider's id (see tracking)
 
 
 def _held(message_ids: Iterable[int], worker_id: str, queue: QueueTable = EMAILS) -> QuerySet:
@@ -62,13 +63,14 @@ def _update_held_returning(
 def _write_outcomes(outcomes: list[Outcome], worker_id: str) -> list[int]:
     now = database_now_sql(connection.vendor)
     sent_ids = [o.message_id for o in outcomes if o.status == OutboxStatus.SENT]
+    provider_ids, provider_params = _provider_ids_sql(outcomes)
     # All sent messages in one statement, however many emails went out.
     finished = _update_held_returning(
         sent_ids,
         worker_id,
         f"status = %s, sent_at = {now}, last_error = '', locked_by = '', locked_until = NULL, "
-        f"started_at = NULL, updated_at = {now}",
-        [OutboxStatus.SENT],
+        f"started_at = NULL, updated_at = {now}{provider_ids}",
+        [OutboxStatus.SENT, *provider_params],
         "id",
     )
     finished_ids = {row[0] for row in finished}
@@ -99,6 +101,19 @@ def _write_outcomes(outcomes: list[Outcome], worker_id: str) -> list[int]:
     return [
         pk for pk in lost if not (by_id[pk].attempts and all(_attempt_key(a) in already for a in by_id[pk].attempts))
     ]
+
+
+def _provider_ids_sql(outcomes: list[Outcome]) -> tuple[str, list]:
+    """`, provider_message_id = CASE id WHEN … END` for the sent rows that have one (none over SMTP)."""
+    pairs = [
+        (o.message_id, o.provider_message_id)
+        for o in outcomes
+        if o.status == OutboxStatus.SENT and o.provider_message_id
+    ]
+    if not pairs:
+        return "", []
+    whens = " ".join(["WHEN %s THEN %s"] * len(pairs))
+    return f", provider_message_id = CASE id {whens} ELSE provider_message_id END", [v for pair in pairs for v in pair]
 
 
 def _attempt_key(attempt: DeliveryAttempt) -> tuple:

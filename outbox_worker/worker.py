@@ -434,7 +434,9 @@ class OutboxWorker:
         """Turn a delivery into an outcome, telling the provider gate what it learned."""
         if result.sent:
             self.gate.record_success(message_id=message.pk)
-            return Outcome(message.pk, OutboxStatus.SENT, attempts=result.attempts)
+            return Outcome(
+                message.pk, OutboxStatus.SENT, attempts=result.attempts, provider_message_id=result.provider_message_id
+            )
         verdict = self.gate.record_failure(result.verdict, message_id=message.pk, probe=probe)
         if verdict.provider_level:
             # Nothing to do with the message: back to the queue with its attempt

@@ -94,6 +94,8 @@ def test_anymail_settings_come_from_anymail_variables():
     assert result.returncode == 0, result.stderr
     backend, anymail = json.loads(result.stdout.strip().splitlines()[-1])
     assert backend == "anymail.backends.postmark.EmailBackend"
+    # Without ANYMAIL_WEBHOOK_SECRET, an unguessable one refuses every delivery webhook.
+    assert anymail.pop("WEBHOOK_SECRET").startswith("unset:")
     assert anymail == {"POSTMARK_SERVER_TOKEN": "tok", "POSTMARK_API_URL": "http://127.0.0.1:9/"}
 
 

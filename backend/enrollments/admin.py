@@ -4,23 +4,58 @@ from datetime import datetime
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.urls import reverse
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString
+from rest_framework import serializers
 
 from outbox_worker import admin_actions
 from outbox_worker.admin import status_badge
 from outbox_worker.admin_actions import ConfirmationRow
+from outbox_worker.admin_tracking import delivery_badge
 from outbox_worker.models import OutboxStatus
 from outbox_worker.selectors import outbox_messages_for_source
+from outbox_worker.suppression import suppressions_for
 
 from .models import Enrollment
 from .selectors import enrollment_list
-from .services import enrollment_resend_confirmation, normalize_email
+from .serializers import EnrollmentInputSerializer
+from .services import (
+    EnrollmentAlreadyExists,
+    enrollment_correct_email_and_resend,
+    enrollment_resend_confirmation,
+    normalize_email,
+)
+
+
+class FixEmailForm(forms.Form):
+    email = forms.EmailField(label="email correto", max_length=254)
+
+    def clean_email(self) -> str:
+        # The API's own rules (header-safe text, IDNA domain, length), so the new
+        # confirmation can always be built and the address is stored as the API stores it.
+        try:
+            return EnrollmentInputSerializer().validate_email(self.cleaned_data["email"])
+        except serializers.ValidationError as exc:
+            raise forms.ValidationError(list(exc.detail)) from None
+
+
+def enrollment_fix_email_url(source: str) -> str | None:
+    """The admin page to correct the address and resend, for an outbox `source` naming an enrollment (else None).
+
+    For the host's source registry: the outbox links a bounced message here without knowing enrollments.
+    """
+    prefix = f"{Enrollment._meta.label_lower}:"
+    if not source.startswith(prefix) or not source[len(prefix) :].isdigit():
+        return None
+    return reverse("admin:enrollments_enrollment_fix_email", args=[int(source[len(prefix) :])])
 
 
 class EnrollmentForm(forms.ModelForm):
@@ -55,14 +90,68 @@ class EnrollmentAdmin(admin.ModelAdmin):
     def has_resend_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("outbox_worker.resend_outboxmessage")
 
+    def has_fix_email_permission(self, request: HttpRequest, enrollment: Enrollment | None = None) -> bool:
+        # Changes the enrollment and sends an email: both permissions.
+        return self.has_resend_permission(request) and self.has_change_permission(request, enrollment)
+
+    def get_urls(self) -> list:
+        view = self.admin_site.admin_view(self.fix_email_view)
+        return [
+            path("<int:object_id>/corrigir-email/", view, name="enrollments_enrollment_fix_email"),
+            *super().get_urls(),
+        ]
+
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
     ) -> HttpResponse:
         detail_actions = []
         if "resend_confirmation" in self.get_actions(request):
             detail_actions.append(("resend_confirmation", "Reenviar confirmação"))
-        extra_context = {**(extra_context or {}), "detail_actions": detail_actions}
+        fix_email_url = None
+        if object_id.isdigit() and self.has_fix_email_permission(request):
+            fix_email_url = reverse("admin:enrollments_enrollment_fix_email", args=[int(object_id)])
+        extra_context = {**(extra_context or {}), "detail_actions": detail_actions, "fix_email_url": fix_email_url}
         return super().change_view(request, object_id, form_url, extra_context)
+
+    def fix_email_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        """Correct the student's address and queue a new confirmation to it, in one step."""
+        enrollment = get_object_or_404(Enrollment.objects.select_related("product"), pk=object_id)
+        if not self.has_fix_email_permission(request, enrollment):
+            raise PermissionDenied
+        form = FixEmailForm(request.POST or None, initial={"email": enrollment.email})
+        if request.method == "POST" and form.is_valid():
+            try:
+                result = enrollment_correct_email_and_resend(
+                    enrollment_id=enrollment.pk, email=form.cleaned_data["email"]
+                )
+            except EnrollmentAlreadyExists:
+                form.add_error("email", "Este aluno já tem outra matrícula neste curso com esse email.")
+            else:
+                message = result.message
+                change = f"Email corrigido de {result.previous_email} para {form.cleaned_data['email']}; "
+                admin_actions.log_grouped(request, {f"{change}confirmação nova: mensagem #{message.pk}": [enrollment]})
+                admin_actions.log_additions(
+                    request, [(message, f"Confirmação da matrícula #{enrollment.pk} (email corrigido)")]
+                )
+                self.message_user(
+                    request,
+                    f"Email corrigido; confirmação nova na fila para {form.cleaned_data['email']} "
+                    f"(mensagem #{message.pk}). "
+                    "A mensagem anterior e os eventos dela ficam no histórico.",
+                    messages.SUCCESS,
+                )
+                return HttpResponseRedirect(admin_actions.change_url(enrollment))
+        latest = outbox_messages_for_source(source=enrollment.outbox_source)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "original": enrollment,
+            "title": f"Corrigir o email e reenviar a confirmação: {enrollment.name}",
+            "form": form,
+            "messages_sent": latest[:5],
+            "suppression": suppressions_for([enrollment.email]).get(enrollment.email.lower()),
+        }
+        return TemplateResponse(request, "admin/enrollments/enrollment/fix_email.html", context)
 
     @admin.display(description="email de confirmação", ordering="email_status")
     def confirmation_status(self, enrollment: Enrollment) -> str:
@@ -76,13 +165,15 @@ class EnrollmentAdmin(admin.ModelAdmin):
         outbox = outbox_messages_for_source(source=enrollment.outbox_source)
         rows = format_html_join(
             "",
-            '<tr><td><a href="{}">#{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>',
+            '<tr><td><a href="{}">#{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>'
+            "<td>{}</td></tr>",
             (
                 (
                     admin_actions.change_url(message),
                     message.pk,
                     message.subject,
                     status_badge(message),
+                    delivery_badge(message),
                     f"{message.attempts}/{message.max_attempts}",
                     _local(message.created_at),
                     _local(message.sent_at),
@@ -95,9 +186,10 @@ class EnrollmentAdmin(admin.ModelAdmin):
         search_url = f"{changelist}?{urlencode({'q': enrollment.outbox_source})}"
         return format_html(
             '<table class="enrollment-emails"><thead><tr><th>mensagem</th><th>assunto</th><th>situação</th>'
-            "<th>tentativas</th><th>criada</th><th>enviada</th><th>último erro</th></tr></thead><tbody>{}</tbody>"
+            "<th>entrega</th><th>tentativas</th><th>criada</th><th>enviada</th><th>último erro</th></tr></thead>"
+            "<tbody>{}</tbody>"
             '</table><p><a href="{}">ver na outbox</a></p>',
-            rows or format_html('<tr><td colspan="7">nenhum email</td></tr>'),
+            rows or format_html('<tr><td colspan="8">nenhum email</td></tr>'),
             search_url,
         )
 

@@ -10,7 +10,7 @@ from .services import CONFIRMATION_KIND
 
 
 def enrollment_list() -> QuerySet[Enrollment]:
-    """Return enrollments with the delivery status of their latest confirmation email."""
+    """Return enrollments with the outbox status, and the provider's verdict on their latest confirmation."""
     latest_confirmation = OutboxMessage.objects.filter(
         kind=CONFIRMATION_KIND,
         source=Concat(Value(f"{Enrollment._meta.label_lower}:"), Cast(OuterRef("pk"), CharField())),
@@ -20,6 +20,7 @@ def enrollment_list() -> QuerySet[Enrollment]:
         .annotate(
             email_status=Subquery(latest_confirmation.values("status")[:1]),
             email_sent_at=Subquery(latest_confirmation.values("sent_at")[:1]),
+            email_delivery_status=Subquery(latest_confirmation.values("delivery_status")[:1]),
         )
         .order_by("-created_at", "-id")
     )

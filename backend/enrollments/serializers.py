@@ -108,9 +108,24 @@ class EnrollmentOutputSerializer(serializers.ModelSerializer):
         read_only=True,
         allow_null=True,
         default=None,
-        help_text="Situação do email de confirmação: pending, sending, sent, failed ou cancelled.",
+        help_text=(
+            "Situação do email de confirmação na outbox: pending, sending, sent (aceito pelo provedor), failed, "
+            "cancelled ou suppressed (não enviado: o endereço está na lista de supressão por devolução ou spam)."
+        ),
+    )
+    email_delivery_status = serializers.CharField(
+        read_only=True,
+        allow_null=True,
+        default=None,
+        help_text=(
+            "O que o provedor informou depois de aceitar: delivered, deferred, soft_bounced, bounced, rejected "
+            "ou complained (marcado como spam); vazio enquanto não informou nada."
+        ),
     )
 
     class Meta:
         model = Enrollment
-        fields = ["id", "product", "name", "email", "phone", "status", "created_at", "email_status"]
+        fields = [
+            "id", "product", "name", "email", "phone", "status", "created_at",
+            "email_status", "email_delivery_status",
+        ]  # fmt: skip

@@ -156,6 +156,40 @@ def enrollment_resend_confirmation(*, enrollment: Enrollment) -> OutboxMessage:
         )
 
 
+@dataclass(frozen=True)
+class EmailCorrected:
+    previous_email: str
+    message: OutboxMessage
+
+
+def enrollment_correct_email_and_resend(*, enrollment_id: int, email: str) -> EmailCorrected:
+    """Correct a student's address and queue a new confirmation to it, in one transaction.
+
+    The earlier confirmations (and the provider's events about them) are kept
+    as they are. `email` must already be validated (the API's rules); raises
+    EnrollmentAlreadyExists when the student is already enrolled in the
+    product with the corrected address.
+    """
+    email = normalize_email(email)
+    try:
+        with transaction.atomic():
+            enrollment = Enrollment.objects.select_for_update().select_related("product").get(pk=enrollment_id)
+            previous = enrollment.email
+            enrollment.email = email
+            enrollment.save(update_fields=["email"])
+            message = enrollment_queue_confirmation(
+                enrollment=enrollment,
+                dedup_key=f"{CONFIRMATION_KIND}:{enrollment.pk}:corrected:{uuid.uuid4().hex}",
+            )
+    except IntegrityError:
+        product_id = Enrollment.objects.values_list("product_id", flat=True).get(pk=enrollment_id)
+        if Enrollment.objects.filter(product_id=product_id, email=email).exclude(pk=enrollment_id).exists():
+            raise EnrollmentAlreadyExists from None
+        raise
+    log_event(logger, logging.INFO, "enrollments.email_corrected", id=enrollment_id, message_id=message.pk)
+    return EmailCorrected(previous_email=previous, message=message)
+
+
 def idempotency_key_prune(*, older_than: timedelta) -> int:
     """Delete stored Idempotency-Keys older than `older_than`; return how many.
 

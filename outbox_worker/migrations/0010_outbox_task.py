@@ -39,7 +39,7 @@ def drop_notify(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('outbox_worker', '0006_started_marker'),
+        ('outbox_worker', '0009_tracking'),
     ]
 
     operations = [

@@ -32,7 +32,7 @@ def test_status_reports_counts_oldest_due_failures_and_workers(capsys):
     call_command("outbox_status", "--json")
 
     data = json.loads(capsys.readouterr().out)
-    assert data["counts"] == {"pending": 1, "sending": 0, "sent": 1, "failed": 1, "cancelled": 0}
+    assert data["counts"] == {"pending": 1, "sending": 0, "sent": 1, "failed": 1, "cancelled": 0, "suppressed": 0}
     assert 590 < data["oldest_due_age_seconds"] < 3600
     assert data["failed_last_hour"] == 1
     assert [w["worker_id"] for w in data["workers"]] == ["web:1:a"]

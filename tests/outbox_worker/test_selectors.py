@@ -54,6 +54,7 @@ def test_dashboard_counts_backlog_failures_and_workers():
         "sent": 1,
         "failed": 1,
         "cancelled": 0,
+        "suppressed": 0,
     }
     assert health.due_now == 1
     assert health.oldest_due_age == timedelta(minutes=30)
