@@ -99,7 +99,7 @@ class OutboxMessage(models.Model):
     )
     # The id the HTTP email API gave the message when it accepted it (anymail's
     # `anymail_status.message_id`); blank over SMTP. Webhook events name it.
-    provider_message_id = models.CharField(_("id no provedor"), max_length=255, blank=True, db_index=True)
+    provider_message_id = models.CharField(_("id no provedor"), max_length=255, blank=True)
     # The provider's latest verdict after "sent" (tracking.delivery_event_record);
     # a column, not a query over events, so the list, its filter and the API read it for free.
     delivery_status = models.CharField(
@@ -149,6 +149,11 @@ class OutboxMessage(models.Model):
             # A message's resends (admin page) and prune's SET NULL. Only resends have
             # a resent_from, so ordinary enqueues write nothing to this index.
             models.Index(fields=["resent_from"], name="outbox_resent_from_idx", condition=Q(resent_from__isnull=False)),
+            # A webhook event finds its message by the provider's id. Partial: SMTP
+            # sends have none, so they write nothing here (and no `_like` twin).
+            models.Index(
+                fields=["provider_message_id"], name="outbox_provider_id_idx", condition=~Q(provider_message_id="")
+            ),
         ]
 
     def __str__(self) -> str:

@@ -39,7 +39,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="outboxmessage",
             name="provider_message_id",
-            field=models.CharField(blank=True, db_index=True, max_length=255, verbose_name="id no provedor"),
+            field=models.CharField(blank=True, max_length=255, verbose_name="id no provedor"),
         ),
         migrations.AlterField(
             model_name="outboxmessage",
@@ -160,6 +160,14 @@ class Migration(migrations.Migration):
                 condition=models.Q(("lifted_at__isnull", True)),
                 fields=("address",),
                 name="outbox_one_active_suppression",
+            ),
+        ),
+        migrations.AddIndex(
+            model_name="outboxmessage",
+            index=models.Index(
+                condition=models.Q(("provider_message_id", ""), _negated=True),
+                fields=["provider_message_id"],
+                name="outbox_provider_id_idx",
             ),
         ),
     ]

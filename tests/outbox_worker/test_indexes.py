@@ -21,6 +21,7 @@ OUTBOX_INDEXES = {
     "outbox_first_recipient_idx": "the admin search by a student's address",
     "outbox_source_idx": "a source's messages (the enrollment page, the search by enrollment number)",
     "outbox_resent_from_idx": "a message's resends; prune's SET NULL (partial: resends only)",
+    "outbox_provider_id_idx": "a provider's webhook event finds its message (partial: HTTP API sends only)",
 }
 
 
@@ -34,7 +35,7 @@ def test_the_outbox_table_has_exactly_the_indexes_its_queries_use():
     assert index_names("outbox_worker_outboxmessage") == set(OUTBOX_INDEXES)
 
 
-def test_only_the_due_rows_and_the_resends_have_partial_indexes():
+def test_only_the_due_rows_the_resends_and_the_provider_ids_have_partial_indexes():
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT c.relname, pg_get_expr(i.indpred, i.indrelid) FROM pg_index i "
@@ -42,5 +43,5 @@ def test_only_the_due_rows_and_the_resends_have_partial_indexes():
             "WHERE i.indrelid = 'outbox_worker_outboxmessage'::regclass AND i.indpred IS NOT NULL"
         )
         partial = dict(cursor.fetchall())
-    assert set(partial) == {"outbox_due_idx", "outbox_resent_from_idx"}
+    assert set(partial) == {"outbox_due_idx", "outbox_resent_from_idx", "outbox_provider_id_idx"}
     assert "IS NOT NULL" in partial["outbox_resent_from_idx"]
