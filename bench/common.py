@@ -399,3 +399,42 @@ def write_result(path: Path, data: dict) -> None:
 
 def log(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def http_load(port: int, path: str, product: int, clients: int, seconds: float, tag: str) -> list[dict]:
+    """`clients` threads POST enrollments for `seconds`; each request gets a fresh email address."""
+    import http.client
+    import json
+    import threading
+
+    results: list[dict] = []
+    lock = threading.Lock()
+    deadline = time.time() + seconds
+
+    def client(index: int) -> None:
+        n = 0
+        while time.time() < deadline:
+            n += 1
+            body = json.dumps({"product": product, "name": "Ana Souza", "email": f"{tag}.{index}.{n}@example.com"})
+            start = time.perf_counter()
+            record = {"start": time.time()}
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=HTTP_TIMEOUT)
+                conn.request("POST", path, body, {"Content-Type": "application/json"})
+                response = conn.getresponse()
+                response.read()
+                conn.close()
+                record["status"] = response.status
+            except (OSError, http.client.HTTPException) as exc:
+                record["status"] = 0
+                record["error"] = type(exc).__name__
+            record["latency"] = time.perf_counter() - start
+            with lock:
+                results.append(record)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results

@@ -10,7 +10,7 @@ import subprocess
 import time
 
 from bench import common
-from bench.common import OURS, REFS, Proc, Sink, child_env, log, manage_cmd, task
+from bench.common import OURS, REFS, Proc, Sink, child_env, http_load, log, manage_cmd, task
 from bench.issue8 import median_ratio
 from bench.sink import MTA_ACCEPT_DELAY
 
@@ -24,8 +24,6 @@ def notify(cfg) -> dict:
     gunicorn, so the two variants share every other condition. A worker runs in both (it would in
     production); it sends to the MTA-like sink.
     """
-    from bench.run import http_load
-
     seconds = cfg.n(8, 4)
     rounds = cfg.n(6, 2)
     clients = 16

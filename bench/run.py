@@ -13,7 +13,7 @@ import time
 from collections import Counter
 
 from bench import common, issue8, issue8_db, soak
-from bench.common import OURS, REFS, Proc, Sink, child_env, log, manage_cmd, save, task
+from bench.common import OURS, REFS, Proc, Sink, child_env, http_load, log, manage_cmd, save, task
 
 # `all` runs these; b3x (what each delivery setting buys) and b3a (aiosmtpd sink) are extras, run by name.
 ORDER = ["b3", "b2", "b2h", "b7", "b1", "b5", "b6", "b8", "b4", "profile"]
@@ -193,45 +193,6 @@ def b7(cfg: Config) -> dict:
 
 
 # --- 1. request path under gunicorn ------------------------------------------------------
-
-
-def http_load(port: int, path: str, product: int, clients: int, seconds: float, tag: str) -> list[dict]:
-    """`clients` threads POST enrollments for `seconds`; each request gets a fresh email address."""
-    import http.client
-    import json
-    import threading
-
-    results: list[dict] = []
-    lock = threading.Lock()
-    deadline = time.time() + seconds
-
-    def client(index: int) -> None:
-        n = 0
-        while time.time() < deadline:
-            n += 1
-            body = json.dumps({"product": product, "name": "Ana Souza", "email": f"{tag}.{index}.{n}@example.com"})
-            start = time.perf_counter()
-            record = {"start": time.time()}
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=common.HTTP_TIMEOUT)
-                conn.request("POST", path, body, {"Content-Type": "application/json"})
-                response = conn.getresponse()
-                response.read()
-                conn.close()
-                record["status"] = response.status
-            except (OSError, http.client.HTTPException) as exc:
-                record["status"] = 0
-                record["error"] = type(exc).__name__
-            record["latency"] = time.perf_counter() - start
-            with lock:
-                results.append(record)
-
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results
 
 
 def summarise_http(records: list[dict]) -> dict:
