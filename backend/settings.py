@@ -89,6 +89,8 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
+    # After LocaleMiddleware: the admin is pt-BR whatever Accept-Language says; the API still follows it.
+    "backend.middleware.AdminInPortugueseMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -152,6 +154,10 @@ LANGUAGES = [("pt-br", "Português (Brasil)"), ("en", "English")]
 TIME_ZONE = "America/Sao_Paulo"
 USE_I18N = True
 USE_TZ = True
+# The reusable outbox app ships English message ids with a pt_BR catalogue
+# (outbox_worker/locale); this project names its own kinds and sources for
+# the outbox admin (labels, search shortcuts) in backend/enrollments/outbox.py.
+OUTBOX_REGISTRY = "backend.enrollments.outbox"
 
 # --- Static files (served by whitenoise from gunicorn) ---------------------
 STATIC_URL = "static/"

@@ -14,25 +14,30 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import flatten_fieldsets
 from django.contrib.admin.views.main import ChangeList
 from django.db.models import Model, QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.urls import NoReverseMatch, reverse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 from . import admin_actions
 from .admin_actions import ConfirmationRow
 from .admin_health import chart_columns
 from .admin_list import CappedCountPaginator, KindFilter, OutboxChangeList
-from .models import DeliveryAttempt, OutboxMessage, OutboxStatus
+from .admin_text import REFUSALS, local_datetime, plan_text
+from .conf import outbox_settings
+from .explain import explain
+from .models import DeliveryAttempt, OutboxMessage, OutboxStatus, WorkerHeartbeat
+from .registry import outbox_registry, source_admin_url
 from .selectors import (
     outbox_action_plan,
     outbox_dashboard,
     outbox_plan_for_message,
     outbox_search,
 )
-from .services import ActionReport, outbox_cancel, outbox_resend, outbox_retry_now
+from .services import ActionReport, outbox_cancel, outbox_requeue, outbox_resend, outbox_retry_now
 
 STATUS_COLOURS = {
     OutboxStatus.PENDING: "#8a6d00",
@@ -69,7 +74,7 @@ def preview_document(body_html: str) -> str:
 class DeliveryAttemptInline(admin.TabularInline):
     model = DeliveryAttempt
     verbose_name_plural = "tentativas de entrega (cada conversa com o servidor de email)"
-    fields = ["attempt", "try_number", "started", "duration", "outcome", "smtp_code", "error", "worker"]
+    fields = ["attempt", "try_number", "started", "duration", "outcome", "smtp_code", "explained_error", "worker"]
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -85,26 +90,18 @@ class DeliveryAttemptInline(admin.TabularInline):
         # Attempts are part of the message's story: whoever may see the message sees them.
         return request.user.has_perm("outbox_worker.view_outboxmessage")
 
-    @admin.display(description="início")
+    @admin.display(description=_("started"))
     def started(self, attempt: DeliveryAttempt) -> str:
         # To the second: an operator matches these against provider and worker logs.
-        return timezone.localtime(attempt.started_at).strftime("%d/%m/%Y %H:%M:%S")
+        return local_datetime(attempt.started_at, seconds=True)
+
+    @admin.display(description=_("error"))
+    def explained_error(self, attempt: DeliveryAttempt) -> SafeString | str:
+        return error_explanation(attempt.error, smtp_code=attempt.smtp_code)
 
     @admin.display(description="duração")
     def duration(self, attempt: DeliveryAttempt) -> str:
         return f"{(attempt.finished_at - attempt.started_at).total_seconds():.2f} s"
-
-
-def source_admin_url(source: str) -> str | None:
-    """Return the admin page of the object named by `source` ("app_label.model:pk"), if it has one."""
-    label, _, pk = source.partition(":")
-    app_label, _, model_name = label.partition(".")
-    if not (app_label and model_name and pk):
-        return None
-    try:
-        return reverse(f"admin:{app_label}_{model_name}_change", args=[pk])
-    except NoReverseMatch:
-        return None
 
 
 def status_badge(message: OutboxMessage) -> SafeString:
@@ -119,8 +116,50 @@ def status_badge(message: OutboxMessage) -> SafeString:
 
 
 def _short(moment: datetime | None) -> str:
-    # "28/11/2026 13:55" keeps the list's columns narrow; the long format wraps.
-    return date_format(timezone.localtime(moment), "SHORT_DATETIME_FORMAT") if moment else "—"
+    return local_datetime(moment)
+
+
+def error_explanation(error: str, *, smtp_code: int | None = None) -> SafeString | str:
+    """The error's meaning and next step, with the provider's raw words behind a "technical details" toggle."""
+    explained = explain(error, smtp_code=smtp_code)
+    if explained is None:
+        return "—"
+    return format_html(
+        '<div class="outbox-explained"><strong class="outbox-meaning">{}</strong> '
+        '<span class="outbox-next-step">{}</span>'
+        '<details class="outbox-raw-error"><summary>{}</summary><code>{}</code></details></div>',
+        explained.meaning,
+        explained.action,
+        _("technical details"),
+        explained.raw,
+    )
+
+
+def whereabouts(message: OutboxMessage) -> str:
+    """Where a message on its way is now: due, waiting, with a live worker, or left by a stopped one."""
+    if message.status == OutboxStatus.PENDING:
+        if message.available_at <= timezone.now():
+            paused = WorkerHeartbeat.objects.alive().filter(paused_since__isnull=False).first()
+            if paused is not None:
+                return str(
+                    _("delivery paused since %(since)s: %(reason)s; it resumes by itself")
+                    % {"since": local_datetime(paused.paused_since), "reason": paused.pause_reason}
+                )
+            return str(_("waiting for a worker"))
+        return str(_("next attempt at %(at)s") % {"at": local_datetime(message.available_at)})
+    if message.status != OutboxStatus.SENDING:
+        return ""
+    if message.is_held():
+        return str(_("a worker is delivering it now (%(worker)s)") % {"worker": message.locked_by})
+    holder = WorkerHeartbeat.objects.filter(worker_id=message.locked_by).first()
+    seen = local_datetime(holder.last_seen_at, seconds=True) if holder else "—"
+    return str(
+        _(
+            "held by a stopped worker (%(worker)s, last seen %(seen)s): it goes back to the queue at the next "
+            "poll of a live worker, or hand it back now"
+        )
+        % {"worker": message.locked_by, "seen": seen}
+    )
 
 
 @dataclass(frozen=True)
@@ -139,6 +178,9 @@ OPERATOR_ACTIONS = {
         OperatorAction("resend", "resend_messages", outbox_resend, "reenviar", "Reenvio", "Reenviar"),
         OperatorAction("retry_now", "retry_now", outbox_retry_now, "tentar agora", "Tentar agora", "Tentar agora"),
         OperatorAction("cancel", "cancel_messages", outbox_cancel, "cancelar", "Cancelamento", "Cancelar"),
+        OperatorAction(
+            "requeue", "requeue_messages", outbox_requeue, "devolver à fila", "Devolução à fila", "Devolver à fila"
+        ),
     ]
 }
 
@@ -158,18 +200,18 @@ class OutboxMessageAdmin(admin.ModelAdmin):
     paginator = CappedCountPaginator
     # Django would COUNT the whole table again to show "N total" beside a filtered count.
     show_full_result_count = False
-    actions = ["resend_messages", "retry_now", "cancel_messages"]
+    actions = ["resend_messages", "retry_now", "cancel_messages", "requeue_messages"]
     inlines = [DeliveryAttemptInline]
     fieldsets = [
         (
             None,
             {
                 "fields": [
-                    "status_label",
+                    "status_detail",
                     "last_error_box",
                     "recipients",
                     "subject",
-                    "kind",
+                    "kind_label",
                     "source_link",
                     "attempts_label",
                     "next_attempt",
@@ -179,9 +221,9 @@ class OutboxMessageAdmin(admin.ModelAdmin):
                 ]
             },
         ),
-        ("Como o aluno vê", {"fields": ["html_preview", "text_preview"]}),
-        ("Cabeçalhos", {"fields": ["headers_table"]}),
-        ("Entrega (técnico)", {"fields": ["locked_by", "locked_until", "dedup_key", "updated_at"]}),
+        (_("How the recipient sees it"), {"fields": ["html_preview", "text_preview"]}),
+        (_("Headers"), {"fields": ["headers_table"]}),
+        (_("Delivery (technical)"), {"fields": ["locked_by", "locked_until", "dedup_key", "updated_at"]}),
     ]
     # Every field shown is read-only: operators change rows only through the actions.
     readonly_fields = flatten_fieldsets(fieldsets)
@@ -207,6 +249,21 @@ class OutboxMessageAdmin(admin.ModelAdmin):
     def get_changelist(self, request: HttpRequest, **kwargs) -> type[ChangeList]:
         return OutboxChangeList
 
+    def get_urls(self) -> list:
+        status = path(
+            "<int:object_id>/status/",
+            self.admin_site.admin_view(self.status_view),
+            name="outbox_worker_outboxmessage_status",
+        )
+        return [status, *super().get_urls()]
+
+    def status_view(self, request: HttpRequest, object_id: int) -> JsonResponse:
+        """The message's status, polled by its page (static/outbox_worker/status_poll.js) while it is on its way."""
+        message = self.get_object(request, str(object_id))
+        if message is None or not self.has_view_permission(request, message):
+            return JsonResponse({"error": "not found"}, status=404)
+        return JsonResponse({"status": message.status, "attempts": message.attempts})
+
     def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
         if not search_term.strip():
             return queryset, False
@@ -219,6 +276,7 @@ class OutboxMessageAdmin(admin.ModelAdmin):
             "health": health,
             "health_counts": [(status, label, health.counts[status]) for status, label in OutboxStatus.choices],
             "chart": chart_columns(health.hours),
+            "stale_after": f"{outbox_settings.WORKER_STALE_AFTER:g}",
         }
         return super().changelist_view(request, extra_context)
 
@@ -250,9 +308,31 @@ class OutboxMessageAdmin(admin.ModelAdmin):
     def recipients(self, message: OutboxMessage) -> str:
         return ", ".join(message.to)
 
-    @admin.display(description="tentativas")
-    def attempts_label(self, message: OutboxMessage) -> str:
-        return f"{message.attempts}/{message.max_attempts}"
+    @admin.display(description=_("attempts"))
+    def attempts_label(self, message: OutboxMessage) -> SafeString:
+        # "1/6" alone reads as a score; say what the two numbers are.
+        return format_html(
+            '<span class="outbox-attempts" title="{}">{}/{}</span>',
+            _("deliveries started / allowed; “Resend” grants a fresh budget on top of those used"),
+            message.attempts,
+            message.max_attempts,
+        )
+
+    @admin.display(description=_("status"))
+    def status_detail(self, message: OutboxMessage) -> SafeString:
+        """The badge and, while the message is on its way, where it is; the page refreshes it by itself."""
+        return format_html(
+            '<span class="outbox-live-status" data-poll-url="{}" data-status="{}">{} '
+            '<span class="outbox-whereabouts">{}</span></span>',
+            reverse("admin:outbox_worker_outboxmessage_status", args=[message.pk]),
+            message.status,
+            status_badge(message),
+            whereabouts(message),
+        )
+
+    @admin.display(description=_("kind"))
+    def kind_label(self, message: OutboxMessage) -> str:
+        return outbox_registry().kind_label(message.kind) or "—"
 
     @admin.display(description="próxima tentativa", ordering="available_at")
     def next_attempt(self, message: OutboxMessage) -> str:
@@ -266,16 +346,27 @@ class OutboxMessageAdmin(admin.ModelAdmin):
     def sent(self, message: OutboxMessage) -> str:
         return _short(message.sent_at)
 
-    @admin.display(description="origem")
+    @admin.display(description=_("source"))
     def source_link(self, message: OutboxMessage) -> SafeString | str:
+        if not message.source:
+            return "—"
+        label = outbox_registry().labels_for_sources([message.source])[message.source]
         url = source_admin_url(message.source)
-        return format_html('<a href="{}">{}</a>', url, message.source) if url else message.source or "—"
+        return format_html('<a href="{}">{}</a>', url, label) if url else label
 
-    @admin.display(description="último erro")
+    @admin.display(description=_("last error"))
     def last_error_box(self, message: OutboxMessage) -> SafeString | str:
         if not message.last_error:
             return "—"
-        return format_html('<strong class="outbox-last-error" style="color:#b3261e">{}</strong>', message.last_error)
+        # Once the message is queued again the error is history, not its state.
+        history = message.status in (OutboxStatus.PENDING, OutboxStatus.SENDING, OutboxStatus.SENT)
+        note = _("previous error (the message went back to the queue since):") if history else ""
+        return format_html(
+            '<div class="outbox-last-error{}">{}{}</div>',
+            " outbox-error-history" if history else "",
+            format_html("<em>{}</em> ", note) if note else "",
+            error_explanation(message.last_error),
+        )
 
     @admin.display(description="reenvios")
     def copies(self, message: OutboxMessage) -> SafeString | str:
@@ -341,6 +432,10 @@ class OutboxMessageAdmin(admin.ModelAdmin):
     def cancel_messages(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
         return self._confirm_or_run(request, queryset, "cancel")
 
+    @admin.action(description=_("Hand back to the queue (held by a stopped worker)"), permissions=["requeue"])
+    def requeue_messages(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        return self._confirm_or_run(request, queryset, "requeue")
+
     def _confirm_or_run(self, request: HttpRequest, queryset: QuerySet, key: str) -> HttpResponse | None:
         ids = admin_actions.selected_ids(self, request, queryset)
         if ids is None:
@@ -354,11 +449,14 @@ class OutboxMessageAdmin(admin.ModelAdmin):
                     url=admin_actions.change_url(plan.message),
                     status=plan.message.get_status_display(),
                     allowed=plan.allowed,
-                    description=plan.description,
+                    description=plan_text(key, plan),
                 )
                 for plan in outbox_action_plan(action=key, message_ids=ids)
             ]
-            title = f"Confirmar: {action.verb} {len(rows)} mensage{'m' if len(rows) == 1 else 'ns'}"
+            title = ngettext("Confirm: %(verb)s %(n)d message", "Confirm: %(verb)s %(n)d messages", len(rows)) % {
+                "verb": action.verb,
+                "n": len(rows),
+            }
             return admin_actions.render_confirmation(
                 self, request, action=action.admin_name, title=title, verb=action.verb, rows=rows
             )
@@ -378,7 +476,10 @@ class OutboxMessageAdmin(admin.ModelAdmin):
         for original, copy in report.created.items():
             logged[f"{label}: cópia #{copy} criada"].append(by_id[original])
         refused_by_reason: dict[str, list[int]] = defaultdict(list)
-        for pk, reason in report.refused.items():
+        for pk, refusal in report.refused.items():
+            reason = str(REFUSALS[refusal])
+            if pk in report.details:
+                reason = f"{reason} ({report.details[pk]})"
             logged[f"{label} recusado: {reason}"].append(by_id[pk])
             refused_by_reason[reason].append(pk)
         admin_actions.log_grouped(request, logged)
@@ -386,10 +487,14 @@ class OutboxMessageAdmin(admin.ModelAdmin):
             request, ((by_id[copy], f"{label}: cópia de #{original}") for original, copy in report.created.items())
         )
         if report.changed:
-            self.message_user(request, f"{label}: {len(report.changed)} mensagem(ns) alterada(s).", messages.SUCCESS)
+            n = len(report.changed)
+            done = ngettext("%(action)s: %(n)d message changed.", "%(action)s: %(n)d messages changed.", n)
+            self.message_user(request, done % {"action": label, "n": n}, messages.SUCCESS)
         if report.created:
             copies = ", ".join(f"#{copy}" for copy in report.created.values())
-            self.message_user(request, f"{label}: cópia(s) nova(s) na fila: {copies}.", messages.SUCCESS)
+            n = len(report.created)
+            queued = ngettext("%(action)s: new copy queued: %(ids)s.", "%(action)s: new copies queued: %(ids)s.", n)
+            self.message_user(request, queued % {"action": label, "ids": copies}, messages.SUCCESS)
         for reason, pks in refused_by_reason.items():
             listed = ", ".join(f"#{pk}" for pk in pks[:20]) + (f" e mais {len(pks) - 20}" if len(pks) > 20 else "")
             self.message_user(request, f"{label} recusado para {listed}: {reason}.", messages.WARNING)

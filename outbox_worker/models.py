@@ -1,9 +1,9 @@
 """The outbox tables: one row per email to send, one row per delivery try."""
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from django.db import models
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Lower, Now
 from django.utils import timezone
@@ -103,9 +103,23 @@ class OutboxMessage(models.Model):
     def __str__(self) -> str:
         return f"#{self.pk} {self.subject} → {', '.join(self.to)}"
 
-    def is_held(self, now: datetime) -> bool:
-        """Whether a worker's lease on this row is live: operators must not touch it."""
-        return self.status == OutboxStatus.SENDING and self.locked_until is not None and self.locked_until > now
+    def is_held(self) -> bool:
+        """Whether a live worker holds this row now (see `held_by_live_worker`): operators must not touch it."""
+        return (
+            self.status == OutboxStatus.SENDING
+            and type(self).objects.filter(held_by_live_worker(), pk=self.pk).exists()
+        )
+
+
+def held_by_live_worker() -> Q:
+    """Condition: a live worker holds the row, so nobody else may touch it.
+
+    The complement of what the claim takes back (claim.py): the lease has not
+    run out and the holder's heartbeat is alive, both by the database clock.
+    The admin, outbox_status and the services' guarded updates all use this.
+    """
+    holder_alive = WorkerHeartbeat.objects.alive().filter(worker_id=OuterRef("locked_by"))
+    return Q(status=OutboxStatus.SENDING, locked_until__gt=Now()) & Q(Exists(holder_alive))
 
 
 class AttemptOutcome(models.TextChoices):
