@@ -192,10 +192,16 @@ class OutboxMessageAdmin(admin.ModelAdmin):
     # Every filter is backed by an index (see the model Meta): no full scans per click.
     list_filter = ["status", KindFilter, "created_at"]
     search_fields = ["to", "subject", "message_id", "source"]  # see get_search_results
-    search_help_text = (
-        "Email completo do aluno, Message-ID ou a matrícula que causou o email (ex.: matrícula 42): busca "
-        "exata e rápida. Outro texto procura em parte do destinatário ou do assunto (mais lento)."
-    )
+
+    @property
+    def search_help_text(self) -> str:
+        shortcuts = outbox_registry().search_help
+        generic = _(
+            "A whole email address or a Message-ID: exact and fast. Other text searches part of the recipient "
+            "or the subject (slower)."
+        )
+        return f"{shortcuts} {generic}" if shortcuts else str(generic)
+
     list_per_page = 50
     paginator = CappedCountPaginator
     # Django would COUNT the whole table again to show "N total" beside a filtered count.
@@ -396,7 +402,10 @@ class OutboxMessageAdmin(admin.ModelAdmin):
             return frame
         note = format_html(
             '<p class="outbox-remote-blocked" style="margin:0 0 4px">{}</p>',
-            "Imagens, fontes e CSS remotos bloqueados nesta prévia (o aluno pode vê-los no cliente de email).",
+            _(
+                "Remote images, fonts and CSS are blocked in this preview "
+                "(the recipient may see them in their mail client)."
+            ),
         )
         return note + frame
 

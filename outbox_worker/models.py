@@ -61,7 +61,7 @@ class OutboxMessage(models.Model):
     last_error = models.TextField(_("último erro"), blank=True)
 
     kind = models.CharField(_("tipo"), max_length=64, blank=True)
-    # What caused the email, as "app_label.model:pk" (e.g. "enrollments.enrollment:42").
+    # What caused the email, as "app_label.model:pk" (e.g. "shop.order:42").
     source = models.CharField(_("origem"), max_length=128, blank=True, db_index=True)
     # One business event enqueues at most one message: a second enqueue with
     # the same key is refused by the database, not by a racy check.

@@ -9,7 +9,8 @@ host project tells the admin how to show and find them by pointing the
     def source_labels(sources: list[str]) -> dict[str, str]
         labels for many sources in one go (one query per page, not per row)
     def search_sources(term: str) -> list[str] | None
-        the sources an operator's search term names ("matrícula 42"), or None when it names none
+        the sources an operator's search term names ("order 42"), or None when it names none
+    SEARCH_HELP: str                              one line on those shortcuts, shown under the search box
 
 Whatever the module leaves out shows the raw value, which is also the
 default without the setting.
@@ -29,6 +30,7 @@ class OutboxRegistry:
     kind_labels: Mapping[str, str]
     source_labels: Callable[[list[str]], dict[str, str]]
     search_sources: Callable[[str], list[str] | None]
+    search_help: str = ""
 
     def kind_label(self, kind: str) -> str:
         return str(self.kind_labels.get(kind, kind)) if kind else ""
@@ -58,6 +60,7 @@ def _load(path: str) -> OutboxRegistry:
         kind_labels=getattr(module, "KIND_LABELS", {}),
         source_labels=getattr(module, "source_labels", _no_labels),
         search_sources=getattr(module, "search_sources", _no_shortcuts),
+        search_help=str(getattr(module, "SEARCH_HELP", "")),
     )
 
 

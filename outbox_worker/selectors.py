@@ -339,5 +339,5 @@ def outbox_action_plan(*, action: str, message_ids: Iterable[int], now: datetime
 
 
 def outbox_messages_for_source(*, source: str) -> QuerySet[OutboxMessage]:
-    """Return the emails a business object caused (e.g. "enrollments.enrollment:42"), newest first."""
+    """Return the emails a business object caused (e.g. "shop.order:42"), newest first."""
     return OutboxMessage.objects.filter(source=source).defer("body_text", "body_html").order_by("-created_at", "-id")

@@ -1,20 +1,18 @@
 """Enrollment admin: each enrollment with its emails, and a safe way to send the confirmation again."""
 
-from datetime import datetime
-
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 
 from outbox_worker import admin_actions
-from outbox_worker.admin import status_badge
+from outbox_worker.admin import error_explanation, status_badge
 from outbox_worker.admin_actions import ConfirmationRow
+from outbox_worker.admin_text import local_datetime
 from outbox_worker.models import OutboxStatus
 from outbox_worker.selectors import outbox_messages_for_source
 
@@ -84,9 +82,9 @@ class EnrollmentAdmin(admin.ModelAdmin):
                     message.subject,
                     status_badge(message),
                     f"{message.attempts}/{message.max_attempts}",
-                    _local(message.created_at),
-                    _local(message.sent_at),
-                    message.last_error or "",
+                    local_datetime(message.created_at),
+                    local_datetime(message.sent_at),
+                    error_explanation(message.last_error) if message.last_error else "",
                 )
                 for message in outbox
             ),
@@ -130,16 +128,12 @@ class EnrollmentAdmin(admin.ModelAdmin):
         admin_actions.log_additions(
             request, ((message, f"Confirmação da matrícula #{enrollment.pk}") for enrollment, message in queued)
         )
-        self.message_user(
-            request,
-            f"Confirmação na fila para {len(queued)} matrícula(s): "
-            + ", ".join(f"mensagem #{message.pk}" for _, message in queued),
-            messages.SUCCESS,
-        )
+        listed = ", ".join(f"mensagem #{message.pk}" for _, message in queued)
+        if len(queued) == 1:
+            done = f"Confirmação na fila para 1 matrícula: {listed}"
+        else:
+            done = f"Confirmação na fila para {len(queued)} matrículas: {listed}"
+        self.message_user(request, done, messages.SUCCESS)
         if len(queued) == 1:
             return HttpResponseRedirect(admin_actions.change_url(queued[0][0]))
         return None
-
-
-def _local(moment: datetime | None) -> str:
-    return timezone.localtime(moment).strftime("%d/%m/%Y %H:%M") if moment else "—"

@@ -8,6 +8,8 @@ from .services import CONFIRMATION_KIND
 # This project speaks pt-BR only: labels are plain strings.
 KIND_LABELS = {CONFIRMATION_KIND: "Confirmação de matrícula"}
 
+SEARCH_HELP = "A matrícula que causou o email (ex.: matrícula 42): busca exata e rápida."
+
 _ENROLLMENT_SOURCE = f"{Enrollment._meta.label_lower}:"
 # "matrícula 42", "Matricula:42", "enrollment #42" or the raw source itself.
 _ENROLLMENT_TERM = re.compile(r"^(?:matr[ií]cula|enrollment|enrollments\.enrollment)\s*[:#]?\s*(\d+)$", re.IGNORECASE)
