@@ -171,10 +171,18 @@ class WorkerHeartbeatQuerySet(QuerySet):
     """
 
     def alive(self) -> "WorkerHeartbeatQuerySet":
-        return self.filter(last_seen_at__gte=Now() - worker_stale_after())
+        return self.filter(stopped_at__isnull=True, last_seen_at__gte=Now() - worker_stale_after())
 
     def stale(self) -> "WorkerHeartbeatQuerySet":
         return self.filter(last_seen_at__lt=Now() - worker_stale_after())
+
+    def stopped(self) -> "WorkerHeartbeatQuerySet":
+        """Workers that shut down cleanly (SIGTERM, end of --once)."""
+        return self.filter(stopped_at__isnull=False)
+
+    def dead(self) -> "WorkerHeartbeatQuerySet":
+        """Workers that went silent without stopping: killed, or their host lost."""
+        return self.stale().filter(stopped_at__isnull=True)
 
 
 def database_now_sql(vendor: str) -> str:
@@ -207,7 +215,7 @@ def alive_worker_sql(vendor: str, *, worker_column: str, stale_param: str) -> st
     table = WorkerHeartbeat._meta.db_table
     return (
         f"EXISTS (SELECT 1 FROM {table} AS heartbeat WHERE heartbeat.worker_id = {worker_column} "
-        f"AND heartbeat.last_seen_at >= {database_now_plus_sql(vendor, stale_param)})"
+        f"AND heartbeat.stopped_at IS NULL AND heartbeat.last_seen_at >= {database_now_plus_sql(vendor, stale_param)})"
     )
 
 
@@ -216,8 +224,9 @@ class WorkerHeartbeat(models.Model):
 
     Liveness has one meaning everywhere (`WorkerHeartbeat.objects.alive()`):
     the claim takes back the rows of a worker whose heartbeat went stale, and
-    operators see the same workers as alive. The row is removed on a clean
-    shutdown and goes stale on a crash.
+    operators see the same workers as alive. A clean shutdown sets
+    `stopped_at`; a crash leaves the row to go stale. Either way operators see
+    when the worker was last seen, until outbox_prune removes the row.
     """
 
     worker_id = models.CharField(_("worker"), max_length=128, unique=True)
@@ -229,6 +238,7 @@ class WorkerHeartbeat(models.Model):
     # (provider.ProviderGate); operators see it in outbox_status and the admin.
     paused_since = models.DateTimeField(_("entrega pausada desde"), null=True, blank=True)
     pause_reason = models.TextField(_("motivo da pausa"), blank=True)
+    stopped_at = models.DateTimeField(_("stopped at"), null=True, blank=True)
 
     objects = WorkerHeartbeatQuerySet.as_manager()
 

@@ -111,6 +111,14 @@ class WorkerSeen:
     pause_reason: str = ""
     alive: bool = True  # by the heartbeat, as the claim judges it (WorkerHeartbeat.objects.alive())
     left_behind: int = 0  # `sending` rows a dead worker still names; the next claim takes them back
+    stopped_at: datetime | None = None  # set by a clean shutdown; a dead worker (killed) has none
+
+    @property
+    def state(self) -> str:
+        """ "alive", "stopped" (shut down cleanly) or "dead" (went silent: killed, or its host lost)."""
+        if self.alive:
+            return "alive"
+        return "stopped" if self.stopped_at else "dead"
 
 
 @dataclass
@@ -138,7 +146,8 @@ class OutboxDashboard:
         return [worker for worker in self.workers if worker.alive]
 
     @property
-    def dead_workers(self) -> list[WorkerSeen]:
+    def gone_workers(self) -> list[WorkerSeen]:
+        """Stopped and dead workers, until outbox_prune removes them."""
         return [worker for worker in self.workers if not worker.alive]
 
 
@@ -199,14 +208,14 @@ def outbox_hourly_deliveries(*, since: datetime, now: datetime) -> list[HourBuck
 
 
 def outbox_workers(*, now: datetime) -> list[WorkerSeen]:
-    """Return every worker with a heartbeat row, live ones first, then the dead, each most recent first.
+    """Return every worker with a heartbeat row, live ones first, then the stopped and dead, most recent first.
 
     Live means what it means to the claim (WorkerHeartbeat.objects.alive(),
-    by the database clock). A dead worker (killed: its heartbeat went stale)
-    stays listed with when it was last seen until outbox_prune removes it; a
-    worker stopped cleanly removes its own row. `holding` counts the rows a
-    live worker holds; `left_behind` the `sending` rows a dead one still
-    names, which the next claim takes back.
+    by the database clock). A stopped worker (clean shutdown) and a dead one
+    (killed: its heartbeat went stale) stay listed with when they were last
+    seen until outbox_prune removes them. `holding` counts the rows a live
+    worker holds; `left_behind` the `sending` rows a gone one still names,
+    which the next claim takes back.
     """
     alive_ids = set(WorkerHeartbeat.objects.alive().values_list("worker_id", flat=True))
     sending = OutboxMessage.objects.filter(status=OutboxStatus.SENDING).values("locked_by").order_by()
@@ -221,6 +230,7 @@ def outbox_workers(*, now: datetime) -> list[WorkerSeen]:
             pause_reason=beat.pause_reason,
             alive=beat.worker_id in alive_ids,
             left_behind=left_behind.get(beat.worker_id, 0),
+            stopped_at=beat.stopped_at,
         )
         for beat in WorkerHeartbeat.objects.order_by("-last_seen_at")
     ]

@@ -349,12 +349,14 @@ def outbox_prune(*, before: datetime, statuses: Iterable[str], batch_size: int =
 
 
 def outbox_prune_heartbeats(*, before: datetime, dry_run: bool = False) -> int:
-    """Delete heartbeats of dead workers last seen before `before`; return how many.
+    """Delete heartbeats of stopped and dead workers last seen before `before`; return how many.
 
-    A killed worker never removes its heartbeat; the admin shows it as dead
-    (with when it was last seen) until it is pruned. Live workers are never touched.
+    Neither a killed worker nor a stopped one removes its heartbeat; the
+    admin shows them (with when they were last seen) until they are pruned.
+    Live workers are never touched, whatever `before` says.
     """
-    dead = WorkerHeartbeat.objects.stale().filter(last_seen_at__lt=before)
+    alive = WorkerHeartbeat.objects.alive().values("pk")
+    dead = WorkerHeartbeat.objects.filter(last_seen_at__lt=before).exclude(pk__in=alive)
     if dry_run:
         return dead.count()
     count, _by_model = dead.delete()

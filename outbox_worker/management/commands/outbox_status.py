@@ -31,7 +31,8 @@ class Command(BaseCommand):
             self.stdout.write(f"messages: {counts}")
             self.stdout.write(f"oldest due message waiting: {age}")
             self.stdout.write(f"failed in the last hour: {health.failed_last_hour}")
-            self.stdout.write(f"workers seen in the last 5 minutes: {len(health.workers)}")
+            # Alive by the heartbeat, as the claim and the admin judge it (WorkerHeartbeat.objects.alive()).
+            self.stdout.write(f"live workers: {len(health.workers)}")
             for worker in health.workers:
                 self.stdout.write(f"  {worker['worker_id']} last seen {worker['last_seen_at']:%Y-%m-%d %H:%M:%S%z}")
                 if worker["paused_since"] is not None:
