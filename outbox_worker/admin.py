@@ -73,7 +73,7 @@ def preview_document(body_html: str) -> str:
 
 class DeliveryAttemptInline(admin.TabularInline):
     model = DeliveryAttempt
-    verbose_name_plural = "tentativas de entrega (cada conversa com o servidor de email)"
+    verbose_name_plural = _("delivery attempts (each conversation with the email server)")
     fields = ["attempt", "try_number", "started", "duration", "outcome", "smtp_code", "explained_error", "worker"]
     readonly_fields = fields
     extra = 0
@@ -99,7 +99,7 @@ class DeliveryAttemptInline(admin.TabularInline):
     def explained_error(self, attempt: DeliveryAttempt) -> SafeString | str:
         return error_explanation(attempt.error, smtp_code=attempt.smtp_code)
 
-    @admin.display(description="duração")
+    @admin.display(description=_("duration"))
     def duration(self, attempt: DeliveryAttempt) -> str:
         return f"{(attempt.finished_at - attempt.started_at).total_seconds():.2f} s"
 
@@ -117,6 +117,17 @@ def status_badge(message: OutboxMessage) -> SafeString:
 
 def _short(moment: datetime | None) -> str:
     return local_datetime(moment)
+
+
+def _cut(text: str, width: str) -> SafeString:
+    """`text` on one line, cut with an ellipsis at `width`; the whole of it on hover."""
+    return format_html(
+        '<span class="outbox-cut" title="{}" style="display:inline-block;max-width:{};overflow:hidden;'
+        'text-overflow:ellipsis;white-space:nowrap;vertical-align:bottom">{}</span>',
+        text,
+        width,
+        text,
+    )
 
 
 def error_explanation(error: str, *, smtp_code: int | None = None) -> SafeString | str:
@@ -175,11 +186,11 @@ class OperatorAction:
 OPERATOR_ACTIONS = {
     action.key: action
     for action in [
-        OperatorAction("resend", "resend_messages", outbox_resend, "reenviar", "Reenvio", "Reenviar"),
-        OperatorAction("retry_now", "retry_now", outbox_retry_now, "tentar agora", "Tentar agora", "Tentar agora"),
-        OperatorAction("cancel", "cancel_messages", outbox_cancel, "cancelar", "Cancelamento", "Cancelar"),
+        OperatorAction("resend", "resend_messages", outbox_resend, _("resend"), _("Resending"), _("Resend")),
+        OperatorAction("retry_now", "retry_now", outbox_retry_now, _("try now"), _("Try now"), _("Try now")),
+        OperatorAction("cancel", "cancel_messages", outbox_cancel, _("cancel"), _("Cancellation"), _("Cancel")),
         OperatorAction(
-            "requeue", "requeue_messages", outbox_requeue, "devolver à fila", "Devolução à fila", "Devolver à fila"
+            "requeue", "requeue_messages", outbox_requeue, _("hand back"), _("Hand-back"), _("Hand back to the queue")
         ),
     ]
 }
@@ -187,8 +198,10 @@ OPERATOR_ACTIONS = {
 
 @admin.register(OutboxMessage)
 class OutboxMessageAdmin(admin.ModelAdmin):
-    list_display = ["id", "recipients", "subject", "status_label", "attempts_label", "next_attempt", "created", "sent"]
-    list_display_links = ["id", "subject"]
+    # Seven narrow columns fit 1366 px beside the menu and the filters: long
+    # addresses and subjects are cut (whole on hover); the next attempt rides in the status.
+    list_display = ["id", "recipients_short", "subject_short", "status_label", "attempts_label", "created", "sent"]
+    list_display_links = ["id", "subject_short"]
     # Every filter is backed by an index (see the model Meta): no full scans per click.
     list_filter = ["status", KindFilter, "created_at"]
     search_fields = ["to", "subject", "message_id", "source"]  # see get_search_results
@@ -221,15 +234,15 @@ class OutboxMessageAdmin(admin.ModelAdmin):
                     "source_link",
                     "attempts_label",
                     "next_attempt",
-                    "created_at",
-                    "sent_at",
+                    "created",
+                    "sent",
                     "copies",
                 ]
             },
         ),
         (_("How the recipient sees it"), {"fields": ["html_preview", "text_preview"]}),
         (_("Headers"), {"fields": ["headers_table"]}),
-        (_("Delivery (technical)"), {"fields": ["locked_by", "locked_until", "dedup_key", "updated_at"]}),
+        (_("Delivery (technical)"), {"fields": ["locked_by", "lease_until", "dedup_key", "updated"]}),
     ]
     # Every field shown is read-only: operators change rows only through the actions.
     readonly_fields = flatten_fieldsets(fieldsets)
@@ -306,11 +319,22 @@ class OutboxMessageAdmin(admin.ModelAdmin):
 
     # --- columns and fields -------------------------------------------------
 
-    @admin.display(description="situação", ordering="status")
+    @admin.display(description=_("status"), ordering="status")
     def status_label(self, message: OutboxMessage) -> SafeString:
+        if message.status == OutboxStatus.PENDING and message.available_at > timezone.now():
+            waiting = _("next: %(at)s") % {"at": local_datetime(message.available_at)}
+            return format_html('{} <small class="outbox-next">{}</small>', status_badge(message), waiting)
         return status_badge(message)
 
-    @admin.display(description="para")
+    @admin.display(description=_("to"))
+    def recipients_short(self, message: OutboxMessage) -> SafeString:
+        return _cut(", ".join(message.to), "12rem")
+
+    @admin.display(description=_("subject"), ordering="subject")
+    def subject_short(self, message: OutboxMessage) -> SafeString:
+        return _cut(message.subject, "16rem")
+
+    @admin.display(description=_("to"))
     def recipients(self, message: OutboxMessage) -> str:
         return ", ".join(message.to)
 
@@ -340,17 +364,25 @@ class OutboxMessageAdmin(admin.ModelAdmin):
     def kind_label(self, message: OutboxMessage) -> str:
         return outbox_registry().kind_label(message.kind) or "—"
 
-    @admin.display(description="próxima tentativa", ordering="available_at")
+    @admin.display(description=_("next attempt"), ordering="available_at")
     def next_attempt(self, message: OutboxMessage) -> str:
         return _short(message.available_at) if message.status == OutboxStatus.PENDING else "—"
 
-    @admin.display(description="criado em", ordering="created_at")
+    @admin.display(description=_("created at"), ordering="created_at")
     def created(self, message: OutboxMessage) -> str:
         return _short(message.created_at)
 
-    @admin.display(description="enviado em", ordering="sent_at")
+    @admin.display(description=_("sent at"), ordering="sent_at")
     def sent(self, message: OutboxMessage) -> str:
         return _short(message.sent_at)
+
+    @admin.display(description=_("leased until"))
+    def lease_until(self, message: OutboxMessage) -> str:
+        return local_datetime(message.locked_until, seconds=True)
+
+    @admin.display(description=_("updated at"))
+    def updated(self, message: OutboxMessage) -> str:
+        return local_datetime(message.updated_at, seconds=True)
 
     @admin.display(description=_("source"))
     def source_link(self, message: OutboxMessage) -> SafeString | str:
@@ -374,29 +406,30 @@ class OutboxMessageAdmin(admin.ModelAdmin):
             error_explanation(message.last_error),
         )
 
-    @admin.display(description="reenvios")
+    @admin.display(description=_("resends"))
     def copies(self, message: OutboxMessage) -> SafeString | str:
         links = []
         if message.resent_from_id:
             url = admin_actions.change_url(message.resent_from)
-            links.append(format_html('cópia de <a href="{}">#{}</a>', url, message.resent_from_id))
+            links.append(format_html('{} <a href="{}">#{}</a>', _("copy of"), url, message.resent_from_id))
         for copy in message.resends.only("id", "status").order_by("id"):
             url = admin_actions.change_url(copy)
-            links.append(format_html('reenviada como <a href="{}">#{}</a> ({})', url, copy.pk, status_badge(copy)))
+            links.append(format_html('{} <a href="{}">#{}</a> ({})', _("resent as"), url, copy.pk, status_badge(copy)))
         return format_html_join("; ", "{}", ((link,) for link in links)) if links else "—"
 
     @admin.display(description="HTML")
     def html_preview(self, message: OutboxMessage) -> SafeString | str:
         if not message.body_html:
-            return "(sem versão HTML)"
+            return _("(no HTML version)")
         # sandbox="" blocks scripts, forms and navigation from the email's HTML;
         # srcdoc is escaped by format_html, so the email cannot break out of the attribute.
         # The document carries its own policy: nothing loads from anywhere, so a
         # tracking pixel does not fire when an operator looks at the email.
         frame = format_html(
-            '<iframe class="outbox-html-preview" sandbox="" srcdoc="{}" title="HTML do email" '
+            '<iframe class="outbox-html-preview" sandbox="" srcdoc="{}" title="{}" '
             'style="width:100%;max-width:760px;height:360px;border:1px solid #ccc;background:#fff"></iframe>',
             preview_document(message.body_html),
+            _("the email's HTML"),
         )
         if not REMOTE_REFERENCE.search(message.body_html):
             return frame
@@ -409,11 +442,11 @@ class OutboxMessageAdmin(admin.ModelAdmin):
         )
         return note + frame
 
-    @admin.display(description="texto")
+    @admin.display(description=_("text"))
     def text_preview(self, message: OutboxMessage) -> SafeString:
         return format_html('<pre style="white-space:pre-wrap;margin:0">{}</pre>', message.body_text)
 
-    @admin.display(description="cabeçalhos")
+    @admin.display(description=_("headers"))
     def headers_table(self, message: OutboxMessage) -> SafeString:
         rows = [
             ("From", message.from_email),
@@ -429,15 +462,15 @@ class OutboxMessageAdmin(admin.ModelAdmin):
 
     # --- actions --------------------------------------------------------------
 
-    @admin.action(description="Reenviar mensagens selecionadas", permissions=["resend"])
+    @admin.action(description=_("Resend selected messages"), permissions=["resend"])
     def resend_messages(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
         return self._confirm_or_run(request, queryset, "resend")
 
-    @admin.action(description="Tentar agora (sem esperar o intervalo)", permissions=["requeue"])
+    @admin.action(description=_("Try now (without waiting for the interval)"), permissions=["requeue"])
     def retry_now(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
         return self._confirm_or_run(request, queryset, "retry_now")
 
-    @admin.action(description="Cancelar mensagens selecionadas", permissions=["requeue"])
+    @admin.action(description=_("Cancel selected messages"), permissions=["requeue"])
     def cancel_messages(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
         return self._confirm_or_run(request, queryset, "cancel")
 
@@ -481,19 +514,23 @@ class OutboxMessageAdmin(admin.ModelAdmin):
         touched = set(report.changed) | set(report.created) | set(report.refused) | set(report.created.values())
         by_id = OutboxMessage.objects.only("id", "subject", "to").in_bulk(list(touched))
         logged: dict[str, list[Model]] = defaultdict(list)
-        logged[f"{label}: feito"] = [by_id[pk] for pk in report.changed]
+        logged[_("%(action)s: done") % {"action": label}] = [by_id[pk] for pk in report.changed]
         for original, copy in report.created.items():
-            logged[f"{label}: cópia #{copy} criada"].append(by_id[original])
+            logged[_("%(action)s: copy #%(copy)s created") % {"action": label, "copy": copy}].append(by_id[original])
         refused_by_reason: dict[str, list[int]] = defaultdict(list)
         for pk, refusal in report.refused.items():
             reason = str(REFUSALS[refusal])
             if pk in report.details:
                 reason = f"{reason} ({report.details[pk]})"
-            logged[f"{label} recusado: {reason}"].append(by_id[pk])
+            logged[_("%(action)s refused: %(reason)s") % {"action": label, "reason": reason}].append(by_id[pk])
             refused_by_reason[reason].append(pk)
         admin_actions.log_grouped(request, logged)
         admin_actions.log_additions(
-            request, ((by_id[copy], f"{label}: cópia de #{original}") for original, copy in report.created.items())
+            request,
+            (
+                (by_id[copy], _("%(action)s: copy of #%(original)s") % {"action": label, "original": original})
+                for original, copy in report.created.items()
+            ),
         )
         if report.changed:
             n = len(report.changed)
@@ -505,5 +542,10 @@ class OutboxMessageAdmin(admin.ModelAdmin):
             queued = ngettext("%(action)s: new copy queued: %(ids)s.", "%(action)s: new copies queued: %(ids)s.", n)
             self.message_user(request, queued % {"action": label, "ids": copies}, messages.SUCCESS)
         for reason, pks in refused_by_reason.items():
-            listed = ", ".join(f"#{pk}" for pk in pks[:20]) + (f" e mais {len(pks) - 20}" if len(pks) > 20 else "")
-            self.message_user(request, f"{label} recusado para {listed}: {reason}.", messages.WARNING)
+            listed = ", ".join(f"#{pk}" for pk in pks[:20])
+            if len(pks) > 20:
+                listed = _("%(listed)s and %(more)d more") % {"listed": listed, "more": len(pks) - 20}
+            refused = _("%(action)s refused for %(listed)s: %(reason)s.")
+            self.message_user(
+                request, refused % {"action": label, "listed": listed, "reason": reason}, messages.WARNING
+            )
