@@ -226,7 +226,7 @@ SILENCED_SYSTEM_CHECKS = [] if env.bool("SECURE_HSTS_PRELOAD", default=False) el
 # when an operator looks at it). Inline *styles* are allowed: the admin's own
 # templates, the health chart's bar heights and the emails in the preview use
 # style attributes, and with img/font/connect limited to 'self' a style cannot
-# send anything anywhere. The preview adds its own stricter policy (outbox_worker/admin.py).
+# send anything anywhere. The preview adds its own stricter policy (outbox_worker/admin_display.py).
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": ["'self'"],

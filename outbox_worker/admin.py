@@ -4,11 +4,9 @@ Thin on purpose: numbers come from selectors.py, every change from services.py.
 Nothing here sends email; actions only change rows a worker will pick up.
 """
 
-import re
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import flatten_fieldsets
@@ -24,12 +22,19 @@ from django.utils.translation import ngettext
 
 from . import admin_actions
 from .admin_actions import ConfirmationRow
+from .admin_display import (
+    REMOTE_REFERENCE,
+    error_explanation,
+    one_line,
+    preview_document,
+    status_badge,
+    whereabouts,
+)
 from .admin_health import chart_columns
 from .admin_list import CappedCountPaginator, KindFilter, OutboxChangeList
 from .admin_text import REFUSALS, local_datetime, plan_text
 from .conf import outbox_settings
-from .explain import explain
-from .models import DeliveryAttempt, OutboxMessage, OutboxStatus, WorkerHeartbeat
+from .models import DeliveryAttempt, OutboxMessage, OutboxStatus
 from .registry import outbox_registry, source_admin_url
 from .selectors import (
     outbox_action_plan,
@@ -38,37 +43,6 @@ from .selectors import (
     outbox_search,
 )
 from .services import ActionReport, outbox_cancel, outbox_requeue, outbox_resend, outbox_retry_now
-
-STATUS_COLOURS = {
-    OutboxStatus.PENDING: "#8a6d00",
-    OutboxStatus.SENDING: "#1f5fa8",
-    OutboxStatus.SENT: "#1e7b34",
-    OutboxStatus.FAILED: "#b3261e",
-    OutboxStatus.CANCELLED: "#666",
-}
-
-
-# The preview's own policy, inside the document: inline styles (emails are
-# made of them) and embedded data: images, nothing fetched from anywhere.
-PREVIEW_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:"
-# What a mail reader would fetch from another host (http:, https:, //): src=,
-# srcset=, background=, poster=, <link href=>, CSS url(...) and @import. A plain
-# link (<a href>) fetches nothing and is not counted.
-REMOTE_REFERENCE = re.compile(
-    r"""(?:\b(?:src|srcset|background|poster)\s*=\s*["']?|<link\b[^>]*\bhref\s*=\s*["']?"""
-    r"""|url\(\s*["']?|@import\s+["']?)\s*(?:https?:)?//""",
-    re.IGNORECASE,
-)
-
-
-def preview_document(body_html: str) -> str:
-    """Return `body_html` preceded by a doctype and a CSP meta tag that the email cannot undo.
-
-    The meta goes first so it lands in <head> before anything from the email;
-    the email's own doctype and <html>/<head> tags that follow are then ignored
-    by the HTML parser. A policy only ever narrows: the email cannot add to it.
-    """
-    return f'<!DOCTYPE html><meta http-equiv="Content-Security-Policy" content="{PREVIEW_POLICY}">{body_html}'
 
 
 class DeliveryAttemptInline(admin.TabularInline):
@@ -102,75 +76,6 @@ class DeliveryAttemptInline(admin.TabularInline):
     @admin.display(description=_("duration"))
     def duration(self, attempt: DeliveryAttempt) -> str:
         return f"{(attempt.finished_at - attempt.started_at).total_seconds():.2f} s"
-
-
-def status_badge(message: OutboxMessage) -> SafeString:
-    colour = STATUS_COLOURS.get(message.status, "#333")
-    return format_html(
-        '<span class="outbox-status outbox-status-{}" style="color:#fff;background:{};padding:1px 7px;'
-        'border-radius:8px;white-space:nowrap">{}</span>',
-        message.status,
-        colour,
-        message.get_status_display(),
-    )
-
-
-def _short(moment: datetime | None) -> str:
-    return local_datetime(moment)
-
-
-def _cut(text: str, width: str) -> SafeString:
-    """`text` on one line, cut with an ellipsis at `width`; the whole of it on hover."""
-    return format_html(
-        '<span class="outbox-cut" title="{}" style="display:inline-block;max-width:{};overflow:hidden;'
-        'text-overflow:ellipsis;white-space:nowrap;vertical-align:bottom">{}</span>',
-        text,
-        width,
-        text,
-    )
-
-
-def error_explanation(error: str, *, smtp_code: int | None = None) -> SafeString | str:
-    """The error's meaning and next step, with the provider's raw words behind a "technical details" toggle."""
-    explained = explain(error, smtp_code=smtp_code)
-    if explained is None:
-        return "—"
-    return format_html(
-        '<div class="outbox-explained"><strong class="outbox-meaning">{}</strong> '
-        '<span class="outbox-next-step">{}</span>'
-        '<details class="outbox-raw-error"><summary>{}</summary><code>{}</code></details></div>',
-        explained.meaning,
-        explained.action,
-        _("technical details"),
-        explained.raw,
-    )
-
-
-def whereabouts(message: OutboxMessage) -> str:
-    """Where a message on its way is now: due, waiting, with a live worker, or left by a stopped one."""
-    if message.status == OutboxStatus.PENDING:
-        if message.available_at <= timezone.now():
-            paused = WorkerHeartbeat.objects.alive().filter(paused_since__isnull=False).first()
-            if paused is not None:
-                return str(
-                    _("delivery paused since %(since)s: %(reason)s; it resumes by itself")
-                    % {"since": local_datetime(paused.paused_since), "reason": paused.pause_reason}
-                )
-            return str(_("waiting for a worker"))
-        return str(_("next attempt at %(at)s") % {"at": local_datetime(message.available_at)})
-    if message.status != OutboxStatus.SENDING:
-        return ""
-    if message.is_held():
-        return str(_("a worker is delivering it now (%(worker)s)") % {"worker": message.locked_by})
-    holder = WorkerHeartbeat.objects.filter(worker_id=message.locked_by).first()
-    seen = local_datetime(holder.last_seen_at, seconds=True) if holder else "—"
-    return str(
-        _(
-            "held by a stopped worker (%(worker)s, last seen %(seen)s): it goes back to the queue at the next "
-            "poll of a live worker, or hand it back now"
-        )
-        % {"worker": message.locked_by, "seen": seen}
-    )
 
 
 @dataclass(frozen=True)
@@ -328,11 +233,11 @@ class OutboxMessageAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("to"))
     def recipients_short(self, message: OutboxMessage) -> SafeString:
-        return _cut(", ".join(message.to), "12rem")
+        return one_line(", ".join(message.to), "12rem")
 
     @admin.display(description=_("subject"), ordering="subject")
     def subject_short(self, message: OutboxMessage) -> SafeString:
-        return _cut(message.subject, "16rem")
+        return one_line(message.subject, "16rem")
 
     @admin.display(description=_("to"))
     def recipients(self, message: OutboxMessage) -> str:
@@ -366,15 +271,15 @@ class OutboxMessageAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("next attempt"), ordering="available_at")
     def next_attempt(self, message: OutboxMessage) -> str:
-        return _short(message.available_at) if message.status == OutboxStatus.PENDING else "—"
+        return local_datetime(message.available_at) if message.status == OutboxStatus.PENDING else "—"
 
     @admin.display(description=_("created at"), ordering="created_at")
     def created(self, message: OutboxMessage) -> str:
-        return _short(message.created_at)
+        return local_datetime(message.created_at)
 
     @admin.display(description=_("sent at"), ordering="sent_at")
     def sent(self, message: OutboxMessage) -> str:
-        return _short(message.sent_at)
+        return local_datetime(message.sent_at)
 
     @admin.display(description=_("leased until"))
     def lease_until(self, message: OutboxMessage) -> str:

@@ -10,8 +10,8 @@ from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 
 from outbox_worker import admin_actions
-from outbox_worker.admin import error_explanation, status_badge
 from outbox_worker.admin_actions import ConfirmationRow
+from outbox_worker.admin_display import error_explanation, status_badge
 from outbox_worker.admin_text import local_datetime
 from outbox_worker.models import OutboxStatus
 from outbox_worker.selectors import outbox_messages_for_source
