@@ -8,16 +8,17 @@ from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Lower, Now
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from .conf import outbox_settings
 
 
 class OutboxStatus(models.TextChoices):
-    PENDING = "pending", _("pendente")
-    SENDING = "sending", _("enviando")
-    SENT = "sent", _("enviado")
-    FAILED = "failed", _("falhou")
-    CANCELLED = "cancelled", _("cancelado")
+    PENDING = "pending", _("pending")
+    SENDING = "sending", _("sending")
+    SENT = "sent", pgettext_lazy("status", "sent")
+    FAILED = "failed", _("failed")
+    CANCELLED = "cancelled", _("cancelled")
 
 
 class OutboxMessage(models.Model):
@@ -29,54 +30,54 @@ class OutboxMessage(models.Model):
     expiry: after that moment any worker may take the row again.
     """
 
-    from_email = models.CharField(_("remetente"), max_length=320)
-    to = models.JSONField(_("para"), default=list)
+    from_email = models.CharField(_("sender"), max_length=320)
+    to = models.JSONField(_("to"), default=list)
     cc = models.JSONField(default=list, blank=True)
     bcc = models.JSONField(default=list, blank=True)
-    reply_to = models.JSONField(_("responder para"), default=list, blank=True)
-    subject = models.CharField(_("assunto"), max_length=998)
-    body_text = models.TextField(_("texto"))
+    reply_to = models.JSONField(_("reply to"), default=list, blank=True)
+    subject = models.CharField(_("subject"), max_length=998)
+    body_text = models.TextField(_("text"))
     body_html = models.TextField(_("HTML"), blank=True)
-    headers = models.JSONField(_("cabeçalhos"), default=dict, blank=True)
+    headers = models.JSONField(_("headers"), default=dict, blank=True)
     # Fixed at enqueue so every retry carries the same Message-ID: a receiving
     # server (and the student's mail client) can then recognise a duplicate.
     message_id = models.CharField(_("Message-ID"), max_length=255, unique=True)
 
-    status = models.CharField(_("situação"), max_length=16, choices=OutboxStatus.choices, default=OutboxStatus.PENDING)
+    status = models.CharField(_("status"), max_length=16, choices=OutboxStatus.choices, default=OutboxStatus.PENDING)
     # Deliveries started, including one cut short by a crashed worker. Counted
     # when the worker marks the row started (`started_at`), not at claim: rows
     # a crashed worker had claimed but not started come back without a charge.
-    attempts = models.PositiveIntegerField(_("tentativas"), default=0)
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
     # Set (by the database clock) when the current holder is about to send this
     # row; cleared by the next claim. A row that comes back from a dead worker
     # with it set was in flight when that worker died.
-    started_at = models.DateTimeField(_("envio iniciado em"), null=True, blank=True)
+    started_at = models.DateTimeField(_("send started at"), null=True, blank=True)
     # How many workers died while this row was in flight. A message that kills
     # the worker twice is failed alone instead of crash-looping its neighbours.
-    interruptions = models.PositiveSmallIntegerField(_("interrupções"), default=0)
-    max_attempts = models.PositiveIntegerField(_("máximo de tentativas"), default=5)
-    available_at = models.DateTimeField(_("próxima tentativa"), default=timezone.now)
+    interruptions = models.PositiveSmallIntegerField(_("interruptions"), default=0)
+    max_attempts = models.PositiveIntegerField(_("maximum attempts"), default=5)
+    available_at = models.DateTimeField(_("next attempt"), default=timezone.now)
     locked_by = models.CharField(_("worker"), max_length=128, blank=True)
-    locked_until = models.DateTimeField(_("reservado até"), null=True, blank=True)
-    last_error = models.TextField(_("último erro"), blank=True)
+    locked_until = models.DateTimeField(_("leased until"), null=True, blank=True)
+    last_error = models.TextField(_("last error"), blank=True)
 
-    kind = models.CharField(_("tipo"), max_length=64, blank=True)
+    kind = models.CharField(_("kind"), max_length=64, blank=True)
     # What caused the email, as "app_label.model:pk" (e.g. "shop.order:42").
-    source = models.CharField(_("origem"), max_length=128, blank=True, db_index=True)
+    source = models.CharField(_("source"), max_length=128, blank=True, db_index=True)
     # One business event enqueues at most one message: a second enqueue with
     # the same key is refused by the database, not by a racy check.
-    dedup_key = models.CharField(_("chave de deduplicação"), max_length=255, unique=True)
+    dedup_key = models.CharField(_("deduplication key"), max_length=255, unique=True)
     resent_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="resends")
 
-    created_at = models.DateTimeField(_("criado em"), default=timezone.now)
-    updated_at = models.DateTimeField(_("atualizado em"), auto_now=True)
-    sent_at = models.DateTimeField(_("enviado em"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+    sent_at = models.DateTimeField(_("sent at"), null=True, blank=True)
 
     class Meta:
-        verbose_name = _("mensagem da outbox")
-        verbose_name_plural = _("mensagens da outbox")
+        verbose_name = _("outbox message")
+        verbose_name_plural = _("outbox messages")
         ordering = ["-created_at", "-id"]
-        permissions = [("resend_outboxmessage", _("Pode reenviar mensagens da outbox"))]
+        permissions = [("resend_outboxmessage", _("Can resend outbox messages"))]
         indexes = [
             # The claim query reads only these rows; finished rows (the vast
             # majority over time) stay out of the index entirely.
@@ -123,28 +124,28 @@ def held_by_live_worker() -> Q:
 
 
 class AttemptOutcome(models.TextChoices):
-    SENT = "sent", _("enviado")
-    TRANSIENT = "transient", _("erro temporário")
-    PERMANENT = "permanent", _("erro permanente")
-    ABANDONED = "abandoned", _("abandonado")
+    SENT = "sent", pgettext_lazy("status", "sent")
+    TRANSIENT = "transient", _("temporary error")
+    PERMANENT = "permanent", _("permanent error")
+    ABANDONED = "abandoned", _("abandoned")
 
 
 class DeliveryAttempt(models.Model):
     """One conversation with the email backend about one message."""
 
     message = models.ForeignKey(OutboxMessage, on_delete=models.CASCADE, related_name="delivery_attempts")
-    attempt = models.PositiveIntegerField(_("tentativa"))
-    try_number = models.PositiveIntegerField(_("envio"), default=1)
+    attempt = models.PositiveIntegerField(_("attempt"))
+    try_number = models.PositiveIntegerField(_("try"), default=1)
     worker = models.CharField(max_length=128)
-    started_at = models.DateTimeField(_("início"))
-    finished_at = models.DateTimeField(_("fim"))
-    outcome = models.CharField(_("resultado"), max_length=16, choices=AttemptOutcome.choices)
-    smtp_code = models.PositiveSmallIntegerField(_("código SMTP"), null=True, blank=True)
-    error = models.TextField(_("erro"), blank=True)
+    started_at = models.DateTimeField(_("start"))
+    finished_at = models.DateTimeField(_("end"))
+    outcome = models.CharField(_("outcome"), max_length=16, choices=AttemptOutcome.choices)
+    smtp_code = models.PositiveSmallIntegerField(_("SMTP code"), null=True, blank=True)
+    error = models.TextField(_("error"), blank=True)
 
     class Meta:
-        verbose_name = _("tentativa de entrega")
-        verbose_name_plural = _("tentativas de entrega")
+        verbose_name = _("delivery attempt")
+        verbose_name_plural = _("delivery attempts")
         ordering = ["started_at", "id"]
         indexes = [
             # The admin's health panel reads the last 24 h of attempts (chart,
@@ -232,12 +233,12 @@ class WorkerHeartbeat(models.Model):
     worker_id = models.CharField(_("worker"), max_length=128, unique=True)
     hostname = models.CharField(max_length=255)
     pid = models.PositiveIntegerField()
-    started_at = models.DateTimeField(_("iniciado em"))
-    last_seen_at = models.DateTimeField(_("visto por último em"), db_index=True)
+    started_at = models.DateTimeField(_("started at"))
+    last_seen_at = models.DateTimeField(_("last seen at"), db_index=True)
     # Set while the worker holds delivery back because the provider fails us
     # (provider.ProviderGate); operators see it in outbox_status and the admin.
-    paused_since = models.DateTimeField(_("entrega pausada desde"), null=True, blank=True)
-    pause_reason = models.TextField(_("motivo da pausa"), blank=True)
+    paused_since = models.DateTimeField(_("delivery paused since"), null=True, blank=True)
+    pause_reason = models.TextField(_("pause reason"), blank=True)
     stopped_at = models.DateTimeField(_("stopped at"), null=True, blank=True)
 
     objects = WorkerHeartbeatQuerySet.as_manager()

@@ -35,7 +35,9 @@ def test_the_compiled_catalogue_matches_its_source():
     with open(CATALOGUE / "django.mo", "rb") as handle:
         mo = gettext.GNUTranslations(handle)
     for entry in po.translated_entries():
-        if entry.msgid_plural:
+        if entry.msgctxt:
+            assert mo.pgettext(entry.msgctxt, entry.msgid) == entry.msgstr, entry.msgid
+        elif entry.msgid_plural:
             assert mo.ngettext(entry.msgid, entry.msgid_plural, 1) == entry.msgstr_plural[0]
             assert mo.ngettext(entry.msgid, entry.msgid_plural, 2) == entry.msgstr_plural[1]
         else:

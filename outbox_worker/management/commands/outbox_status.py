@@ -3,6 +3,7 @@ from datetime import datetime
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from outbox_worker.selectors import outbox_health
 
@@ -50,4 +51,5 @@ class Command(BaseCommand):
 def pause_line(since: datetime, reason: str) -> str:
     """Say, in the operators' language, since when and why a worker holds delivery back."""
     one_line = " ".join(reason.split())  # an API's error text may span lines
-    return f"entrega pausada desde {timezone.localtime(since):%d/%m/%Y %H:%M:%S} : {one_line}"
+    moment = f"{timezone.localtime(since):%d/%m/%Y %H:%M:%S}"
+    return _("delivery paused since %(since)s : %(reason)s") % {"since": moment, "reason": one_line}
