@@ -137,7 +137,7 @@ class OutboxMessageAdmin(admin.ModelAdmin):
                     "subject",
                     "kind_label",
                     "source_link",
-                    "attempts_label",
+                    "attempts_detail",
                     "next_attempt",
                     "created",
                     "sent",
@@ -251,6 +251,23 @@ class OutboxMessageAdmin(admin.ModelAdmin):
             _("deliveries started / allowed; “Resend” grants a fresh budget on top of those used"),
             message.attempts,
             message.max_attempts,
+        )
+
+    @admin.display(description=_("attempts"))
+    def attempts_detail(self, message: OutboxMessage) -> SafeString:
+        # The list's "1/6" spelt out, with why the allowance can grow.
+        explained = ngettext(
+            "%(used)d of %(allowed)d allowed delivery started",
+            "%(used)d of %(allowed)d allowed deliveries started",
+            message.attempts,
+        ) % {"used": message.attempts, "allowed": message.max_attempts}
+        return format_html(
+            '<span class="outbox-attempts-detail">{}</span> <small class="outbox-attempts-help">{}</small>',
+            explained,
+            _(
+                "A delivery is counted when it starts; a provider outage costs none. "
+                "“Resend” grants new attempts on top of those used."
+            ),
         )
 
     @admin.display(description=_("status"))

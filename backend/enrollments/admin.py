@@ -53,6 +53,14 @@ class EnrollmentAdmin(admin.ModelAdmin):
     def has_resend_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("outbox_worker.resend_outboxmessage")
 
+    def get_actions(self, request: HttpRequest) -> dict:
+        actions = super().get_actions(request)
+        if "delete_selected" in actions:
+            # Django's label agrees in the masculine ("Remover matrículas selecionados"); matrícula is feminine.
+            function, name, _description = actions["delete_selected"]
+            actions["delete_selected"] = (function, name, "Remover matrículas selecionadas")
+        return actions
+
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
     ) -> HttpResponse:

@@ -108,7 +108,9 @@ def test_a_failed_message_says_what_happened_and_what_to_do_with_the_raw_text_be
     assert '<details class="outbox-raw-error"><summary>detalhes técnicos</summary>' in html
     assert "5.1.1 &lt;carla@exemplo.com&gt;: User unknown" in html
     assert "outbox-last-error outbox-error-history" not in html
-    assert "envios iniciados / permitidos" in html  # the attempts column says what its numbers are
+    # The attempts say what their numbers are.
+    assert f"1 de {message.max_attempts} envios permitidos iniciado" in html
+    assert "uma falha do provedor não conta" in html
 
 
 def test_once_queued_again_the_error_is_shown_as_history(operator_client):
@@ -123,7 +125,7 @@ def test_once_queued_again_the_error_is_shown_as_history(operator_client):
     assert "outbox-error-history" in html
     assert "erro anterior (a mensagem voltou à fila depois dele)" in html
     # A fresh budget on top of the attempts already used.
-    assert f">5/{5 + outbox_settings.MAX_ATTEMPTS}</span>" in html
+    assert f"5 de {5 + outbox_settings.MAX_ATTEMPTS} envios permitidos iniciados" in html
 
 
 def test_the_message_page_polls_its_status_with_our_own_script_while_it_is_on_its_way(operator_client):
@@ -242,3 +244,13 @@ def test_prune_removes_stopped_and_dead_heartbeats_but_never_a_live_one(capsys):
     assert sorted(WorkerHeartbeat.objects.values_list("worker_id", flat=True)) == ["dead-recent:4:d", "live:1:a"]
     call_command("outbox_prune", "--older-than", "0s")
     assert list(WorkerHeartbeat.objects.values_list("worker_id", flat=True)) == ["live:1:a"]
+
+
+def test_the_enrollment_list_speaks_grammatical_portuguese(client, django_user_model):
+    client.force_login(django_user_model.objects.create_superuser("chefe", "chefe@example.com", "x"))
+    enrollment_create(product=make_product(), name="Ana Souza", email="ana@example.com")
+
+    html = client.get(reverse("admin:enrollments_enrollment_changelist"), HTTP_ACCEPT_LANGUAGE="en-US").content.decode()
+
+    assert "Remover matrículas selecionadas" in html
+    assert "matrículas selecionados" not in html
