@@ -8,9 +8,9 @@ language: what happened and the next step. The raw text stays available
 is errors.py's job.
 
 Read in this order, most specific first: our own notes (interrupted,
-abandoned), the enhanced status code (RFC 3463: 5.1.1, 5.7.26, 4.7.1), the
-error's class (TLS, authentication, connection, an HTTP API's status), then
-the bare SMTP code.
+abandoned), the error's class where it names our side (TLS, credentials,
+sender, connection, an HTTP API's status), the enhanced status code (RFC
+3463: 5.1.1, 5.7.26, 4.7.1), then the bare SMTP code.
 """
 
 import re
@@ -60,14 +60,16 @@ def _meaning(error: str, *, smtp_code: int | None) -> tuple[str | Promise, str |
         )
     if error.startswith("abandoned:"):
         return (_("The provider took too long to answer; the attempt was abandoned."), _AUTOMATIC)
+    # The kind of error first: a TLS, credentials or sender refusal is about our
+    # side whatever enhanced code comes with it (535 5.7.8 is not a spam policy).
+    found = _by_error_class(error)
+    if found:
+        return found
     enhanced = _ENHANCED.search(error)
     if enhanced:
         found = _by_enhanced_code(*(int(part) for part in enhanced.groups()))
         if found:
             return found
-    found = _by_error_class(error)
-    if found:
-        return found
     code = smtp_code or _first_int(_SMTP_CODE, error)
     if code and 400 <= code < 500:
         return (_("The receiving server refused the message for now (code %(code)s).") % {"code": code}, _AUTOMATIC)
