@@ -171,3 +171,24 @@ def client_address_from(meta: dict, *, source: str, num_proxies: int) -> str:
 def client_address(request: HttpRequest) -> str:
     """The client's address for `request`, as configured (CLIENT_ADDRESS_FROM, NUM_PROXIES)."""
     return client_address_from(request.META, source=settings.CLIENT_ADDRESS_FROM, num_proxies=settings.NUM_PROXIES)
+
+
+class AdminInPortugueseMiddleware:
+    """Speak the site's language (LANGUAGE_CODE, pt-BR) in the admin, whatever the browser asks for.
+
+    The operators work in pt-BR; an en-US browser otherwise gets an admin
+    that mixes Django's English with our Portuguese. The API keeps following
+    Accept-Language (LocaleMiddleware, which must come before this one).
+    """
+
+    def __init__(self, get_response: Handler) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path_info.startswith(ADMIN_PREFIX):
+            translation.activate(settings.LANGUAGE_CODE)
+            request.LANGUAGE_CODE = translation.get_language()
+        return self.get_response(request)
+
+
+ADMIN_PREFIX = "/admin/"

@@ -90,6 +90,8 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
+    # After LocaleMiddleware: the admin is pt-BR whatever Accept-Language says; the API still follows it.
+    "backend.middleware.AdminInPortugueseMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -153,6 +155,10 @@ LANGUAGES = [("pt-br", "Português (Brasil)"), ("en", "English")]
 TIME_ZONE = "America/Sao_Paulo"
 USE_I18N = True
 USE_TZ = True
+# The reusable outbox app ships English message ids with a pt_BR catalogue
+# (outbox_worker/locale); this project names its own kinds and sources for
+# the outbox admin (labels, search shortcuts) in backend/enrollments/outbox.py.
+OUTBOX_REGISTRY = "backend.enrollments.outbox"
 
 # --- Static files (served by whitenoise from gunicorn) ---------------------
 STATIC_URL = "static/"
@@ -243,7 +249,7 @@ SILENCED_SYSTEM_CHECKS = [] if env.bool("SECURE_HSTS_PRELOAD", default=False) el
 # when an operator looks at it). Inline *styles* are allowed: the admin's own
 # templates, the health chart's bar heights and the emails in the preview use
 # style attributes, and with img/font/connect limited to 'self' a style cannot
-# send anything anywhere. The preview adds its own stricter policy (outbox_worker/admin.py).
+# send anything anywhere. The preview adds its own stricter policy (outbox_worker/admin_display.py).
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": ["'self'"],

@@ -4,72 +4,51 @@ Thin on purpose: numbers come from selectors.py, every change from services.py.
 Nothing here sends email; actions only change rows a worker will pick up.
 """
 
-import re
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import flatten_fieldsets
 from django.contrib.admin.views.main import ChangeList
 from django.db.models import Model, QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.urls import NoReverseMatch, reverse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 from . import admin_actions
 from .admin_actions import ConfirmationRow
+from .admin_display import (
+    REMOTE_REFERENCE,
+    error_explanation,
+    one_line,
+    preview_document,
+    status_badge,
+    whereabouts,
+)
 from .admin_health import chart_columns
 from .admin_list import CappedCountPaginator, KindFilter, OutboxChangeList
+from .admin_text import REFUSALS, local_datetime, plan_text
+from .conf import outbox_settings
 from .models import DeliveryAttempt, OutboxMessage, OutboxStatus
+from .registry import outbox_registry, source_admin_url
 from .selectors import (
     outbox_action_plan,
     outbox_dashboard,
     outbox_plan_for_message,
     outbox_search,
 )
-from .services import ActionReport, outbox_cancel, outbox_resend, outbox_retry_now
-
-STATUS_COLOURS = {
-    OutboxStatus.PENDING: "#8a6d00",
-    OutboxStatus.SENDING: "#1f5fa8",
-    OutboxStatus.SENT: "#1e7b34",
-    OutboxStatus.FAILED: "#b3261e",
-    OutboxStatus.CANCELLED: "#666",
-}
-
-
-# The preview's own policy, inside the document: inline styles (emails are
-# made of them) and embedded data: images, nothing fetched from anywhere.
-PREVIEW_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:"
-# What a mail reader would fetch from another host (http:, https:, //): src=,
-# srcset=, background=, poster=, <link href=>, CSS url(...) and @import. A plain
-# link (<a href>) fetches nothing and is not counted.
-REMOTE_REFERENCE = re.compile(
-    r"""(?:\b(?:src|srcset|background|poster)\s*=\s*["']?|<link\b[^>]*\bhref\s*=\s*["']?"""
-    r"""|url\(\s*["']?|@import\s+["']?)\s*(?:https?:)?//""",
-    re.IGNORECASE,
-)
-
-
-def preview_document(body_html: str) -> str:
-    """Return `body_html` preceded by a doctype and a CSP meta tag that the email cannot undo.
-
-    The meta goes first so it lands in <head> before anything from the email;
-    the email's own doctype and <html>/<head> tags that follow are then ignored
-    by the HTML parser. A policy only ever narrows: the email cannot add to it.
-    """
-    return f'<!DOCTYPE html><meta http-equiv="Content-Security-Policy" content="{PREVIEW_POLICY}">{body_html}'
+from .services import ActionReport, outbox_cancel, outbox_requeue, outbox_resend, outbox_retry_now
 
 
 class DeliveryAttemptInline(admin.TabularInline):
     model = DeliveryAttempt
-    verbose_name_plural = "tentativas de entrega (cada conversa com o servidor de email)"
-    fields = ["attempt", "try_number", "started", "duration", "outcome", "smtp_code", "error", "worker"]
+    verbose_name_plural = _("delivery attempts (each conversation with the email server)")
+    fields = ["attempt", "try_number", "started", "duration", "outcome", "smtp_code", "explained_error", "worker"]
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -85,42 +64,18 @@ class DeliveryAttemptInline(admin.TabularInline):
         # Attempts are part of the message's story: whoever may see the message sees them.
         return request.user.has_perm("outbox_worker.view_outboxmessage")
 
-    @admin.display(description="início")
+    @admin.display(description=_("started"))
     def started(self, attempt: DeliveryAttempt) -> str:
         # To the second: an operator matches these against provider and worker logs.
-        return timezone.localtime(attempt.started_at).strftime("%d/%m/%Y %H:%M:%S")
+        return local_datetime(attempt.started_at, seconds=True)
 
-    @admin.display(description="duração")
+    @admin.display(description=_("error"))
+    def explained_error(self, attempt: DeliveryAttempt) -> SafeString | str:
+        return error_explanation(attempt.error, smtp_code=attempt.smtp_code)
+
+    @admin.display(description=_("duration"))
     def duration(self, attempt: DeliveryAttempt) -> str:
         return f"{(attempt.finished_at - attempt.started_at).total_seconds():.2f} s"
-
-
-def source_admin_url(source: str) -> str | None:
-    """Return the admin page of the object named by `source` ("app_label.model:pk"), if it has one."""
-    label, _, pk = source.partition(":")
-    app_label, _, model_name = label.partition(".")
-    if not (app_label and model_name and pk):
-        return None
-    try:
-        return reverse(f"admin:{app_label}_{model_name}_change", args=[pk])
-    except NoReverseMatch:
-        return None
-
-
-def status_badge(message: OutboxMessage) -> SafeString:
-    colour = STATUS_COLOURS.get(message.status, "#333")
-    return format_html(
-        '<span class="outbox-status outbox-status-{}" style="color:#fff;background:{};padding:1px 7px;'
-        'border-radius:8px;white-space:nowrap">{}</span>',
-        message.status,
-        colour,
-        message.get_status_display(),
-    )
-
-
-def _short(moment: datetime | None) -> str:
-    # "28/11/2026 13:55" keeps the list's columns narrow; the long format wraps.
-    return date_format(timezone.localtime(moment), "SHORT_DATETIME_FORMAT") if moment else "—"
 
 
 @dataclass(frozen=True)
@@ -136,52 +91,63 @@ class OperatorAction:
 OPERATOR_ACTIONS = {
     action.key: action
     for action in [
-        OperatorAction("resend", "resend_messages", outbox_resend, "reenviar", "Reenvio", "Reenviar"),
-        OperatorAction("retry_now", "retry_now", outbox_retry_now, "tentar agora", "Tentar agora", "Tentar agora"),
-        OperatorAction("cancel", "cancel_messages", outbox_cancel, "cancelar", "Cancelamento", "Cancelar"),
+        OperatorAction("resend", "resend_messages", outbox_resend, _("resend"), _("Resending"), _("Resend")),
+        OperatorAction("retry_now", "retry_now", outbox_retry_now, _("try now"), _("Try now"), _("Try now")),
+        OperatorAction("cancel", "cancel_messages", outbox_cancel, _("cancel"), _("Cancellation"), _("Cancel")),
+        OperatorAction(
+            "requeue", "requeue_messages", outbox_requeue, _("hand back"), _("Hand-back"), _("Hand back to the queue")
+        ),
     ]
 }
 
 
 @admin.register(OutboxMessage)
 class OutboxMessageAdmin(admin.ModelAdmin):
-    list_display = ["id", "recipients", "subject", "status_label", "attempts_label", "next_attempt", "created", "sent"]
-    list_display_links = ["id", "subject"]
+    # Seven narrow columns fit 1366 px beside the menu and the filters: long
+    # addresses and subjects are cut (whole on hover); the next attempt rides in the status.
+    list_display = ["id", "recipients_short", "subject_short", "status_label", "attempts_label", "created", "sent"]
+    list_display_links = ["id", "subject_short"]
     # Every filter is backed by an index (see the model Meta): no full scans per click.
     list_filter = ["status", KindFilter, "created_at"]
     search_fields = ["to", "subject", "message_id", "source"]  # see get_search_results
-    search_help_text = (
-        "Email completo do aluno, Message-ID ou a matrícula que causou o email (ex.: matrícula 42): busca "
-        "exata e rápida. Outro texto procura em parte do destinatário ou do assunto (mais lento)."
-    )
+
+    @property
+    def search_help_text(self) -> str:
+        shortcuts = outbox_registry().search_help
+        generic = _(
+            "A whole email address or a Message-ID: exact and fast. Other text searches part of the recipient "
+            "or the subject (slower)."
+        )
+        return f"{shortcuts} {generic}" if shortcuts else str(generic)
+
     list_per_page = 50
     paginator = CappedCountPaginator
     # Django would COUNT the whole table again to show "N total" beside a filtered count.
     show_full_result_count = False
-    actions = ["resend_messages", "retry_now", "cancel_messages"]
+    actions = ["resend_messages", "retry_now", "cancel_messages", "requeue_messages"]
     inlines = [DeliveryAttemptInline]
     fieldsets = [
         (
             None,
             {
                 "fields": [
-                    "status_label",
+                    "status_detail",
                     "last_error_box",
                     "recipients",
                     "subject",
-                    "kind",
+                    "kind_label",
                     "source_link",
-                    "attempts_label",
+                    "attempts_detail",
                     "next_attempt",
-                    "created_at",
-                    "sent_at",
+                    "created",
+                    "sent",
                     "copies",
                 ]
             },
         ),
-        ("Como o aluno vê", {"fields": ["html_preview", "text_preview"]}),
-        ("Cabeçalhos", {"fields": ["headers_table"]}),
-        ("Entrega (técnico)", {"fields": ["locked_by", "locked_until", "dedup_key", "updated_at"]}),
+        (_("How the recipient sees it"), {"fields": ["html_preview", "text_preview"]}),
+        (_("Headers"), {"fields": ["headers_table"]}),
+        (_("Delivery (technical)"), {"fields": ["locked_by", "lease_until", "dedup_key", "updated"]}),
     ]
     # Every field shown is read-only: operators change rows only through the actions.
     readonly_fields = flatten_fieldsets(fieldsets)
@@ -207,6 +173,21 @@ class OutboxMessageAdmin(admin.ModelAdmin):
     def get_changelist(self, request: HttpRequest, **kwargs) -> type[ChangeList]:
         return OutboxChangeList
 
+    def get_urls(self) -> list:
+        status = path(
+            "<int:object_id>/status/",
+            self.admin_site.admin_view(self.status_view),
+            name="outbox_worker_outboxmessage_status",
+        )
+        return [status, *super().get_urls()]
+
+    def status_view(self, request: HttpRequest, object_id: int) -> JsonResponse:
+        """The message's status, polled by its page (static/outbox_worker/status_poll.js) while it is on its way."""
+        message = self.get_object(request, str(object_id))
+        if message is None or not self.has_view_permission(request, message):
+            return JsonResponse({"error": "not found"}, status=404)
+        return JsonResponse({"status": message.status, "attempts": message.attempts})
+
     def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
         if not search_term.strip():
             return queryset, False
@@ -219,6 +200,7 @@ class OutboxMessageAdmin(admin.ModelAdmin):
             "health": health,
             "health_counts": [(status, label, health.counts[status]) for status, label in OutboxStatus.choices],
             "chart": chart_columns(health.hours),
+            "stale_after": f"{outbox_settings.WORKER_STALE_AFTER:g}",
         }
         return super().changelist_view(request, extra_context)
 
@@ -242,78 +224,151 @@ class OutboxMessageAdmin(admin.ModelAdmin):
 
     # --- columns and fields -------------------------------------------------
 
-    @admin.display(description="situação", ordering="status")
+    @admin.display(description=_("status"), ordering="status")
     def status_label(self, message: OutboxMessage) -> SafeString:
+        if message.status == OutboxStatus.PENDING and message.available_at > timezone.now():
+            waiting = _("next: %(at)s") % {"at": local_datetime(message.available_at)}
+            return format_html('{} <small class="outbox-next">{}</small>', status_badge(message), waiting)
         return status_badge(message)
 
-    @admin.display(description="para")
+    @admin.display(description=_("to"))
+    def recipients_short(self, message: OutboxMessage) -> SafeString:
+        return one_line(", ".join(message.to), "12rem")
+
+    @admin.display(description=_("subject"), ordering="subject")
+    def subject_short(self, message: OutboxMessage) -> SafeString:
+        return one_line(message.subject, "16rem")
+
+    @admin.display(description=_("to"))
     def recipients(self, message: OutboxMessage) -> str:
         return ", ".join(message.to)
 
-    @admin.display(description="tentativas")
-    def attempts_label(self, message: OutboxMessage) -> str:
-        return f"{message.attempts}/{message.max_attempts}"
+    @admin.display(description=_("attempts"))
+    def attempts_label(self, message: OutboxMessage) -> SafeString:
+        # "1/6" alone reads as a score; say what the two numbers are.
+        return format_html(
+            '<span class="outbox-attempts" title="{}">{}/{}</span>',
+            _("deliveries started / allowed; “Resend” grants a fresh budget on top of those used"),
+            message.attempts,
+            message.max_attempts,
+        )
 
-    @admin.display(description="próxima tentativa", ordering="available_at")
+    @admin.display(description=_("attempts"))
+    def attempts_detail(self, message: OutboxMessage) -> SafeString:
+        # The list's "1/6" spelt out, with why the allowance can grow.
+        explained = ngettext(
+            "%(used)d of %(allowed)d allowed delivery started",
+            "%(used)d of %(allowed)d allowed deliveries started",
+            message.attempts,
+        ) % {"used": message.attempts, "allowed": message.max_attempts}
+        return format_html(
+            '<span class="outbox-attempts-detail">{}</span> <small class="outbox-attempts-help">{}</small>',
+            explained,
+            _(
+                "A delivery is counted when it starts; a provider outage costs none. "
+                "“Resend” grants new attempts on top of those used."
+            ),
+        )
+
+    @admin.display(description=_("status"))
+    def status_detail(self, message: OutboxMessage) -> SafeString:
+        """The badge and, while the message is on its way, where it is; the page refreshes it by itself."""
+        return format_html(
+            '<span class="outbox-live-status" data-poll-url="{}" data-status="{}">{} '
+            '<span class="outbox-whereabouts">{}</span></span>',
+            reverse("admin:outbox_worker_outboxmessage_status", args=[message.pk]),
+            message.status,
+            status_badge(message),
+            whereabouts(message),
+        )
+
+    @admin.display(description=_("kind"))
+    def kind_label(self, message: OutboxMessage) -> str:
+        return outbox_registry().kind_label(message.kind) or "—"
+
+    @admin.display(description=_("next attempt"), ordering="available_at")
     def next_attempt(self, message: OutboxMessage) -> str:
-        return _short(message.available_at) if message.status == OutboxStatus.PENDING else "—"
+        return local_datetime(message.available_at) if message.status == OutboxStatus.PENDING else "—"
 
-    @admin.display(description="criado em", ordering="created_at")
+    @admin.display(description=_("created at"), ordering="created_at")
     def created(self, message: OutboxMessage) -> str:
-        return _short(message.created_at)
+        return local_datetime(message.created_at)
 
-    @admin.display(description="enviado em", ordering="sent_at")
+    @admin.display(description=_("sent at"), ordering="sent_at")
     def sent(self, message: OutboxMessage) -> str:
-        return _short(message.sent_at)
+        return local_datetime(message.sent_at)
 
-    @admin.display(description="origem")
+    @admin.display(description=_("leased until"))
+    def lease_until(self, message: OutboxMessage) -> str:
+        return local_datetime(message.locked_until, seconds=True)
+
+    @admin.display(description=_("updated at"))
+    def updated(self, message: OutboxMessage) -> str:
+        return local_datetime(message.updated_at, seconds=True)
+
+    @admin.display(description=_("source"))
     def source_link(self, message: OutboxMessage) -> SafeString | str:
+        if not message.source:
+            return "—"
+        label = outbox_registry().labels_for_sources([message.source])[message.source]
         url = source_admin_url(message.source)
-        return format_html('<a href="{}">{}</a>', url, message.source) if url else message.source or "—"
+        return format_html('<a href="{}">{}</a>', url, label) if url else label
 
-    @admin.display(description="último erro")
+    @admin.display(description=_("last error"))
     def last_error_box(self, message: OutboxMessage) -> SafeString | str:
         if not message.last_error:
             return "—"
-        return format_html('<strong class="outbox-last-error" style="color:#b3261e">{}</strong>', message.last_error)
+        # Once the message is queued again the error is history, not its state.
+        history = message.status in (OutboxStatus.PENDING, OutboxStatus.SENDING, OutboxStatus.SENT)
+        note = _("previous error (the message went back to the queue since):") if history else ""
+        return format_html(
+            '<div class="outbox-last-error{}">{}{}</div>',
+            " outbox-error-history" if history else "",
+            format_html("<em>{}</em> ", note) if note else "",
+            error_explanation(message.last_error),
+        )
 
-    @admin.display(description="reenvios")
+    @admin.display(description=_("resends"))
     def copies(self, message: OutboxMessage) -> SafeString | str:
         links = []
         if message.resent_from_id:
             url = admin_actions.change_url(message.resent_from)
-            links.append(format_html('cópia de <a href="{}">#{}</a>', url, message.resent_from_id))
+            links.append(format_html('{} <a href="{}">#{}</a>', _("copy of"), url, message.resent_from_id))
         for copy in message.resends.only("id", "status").order_by("id"):
             url = admin_actions.change_url(copy)
-            links.append(format_html('reenviada como <a href="{}">#{}</a> ({})', url, copy.pk, status_badge(copy)))
+            links.append(format_html('{} <a href="{}">#{}</a> ({})', _("resent as"), url, copy.pk, status_badge(copy)))
         return format_html_join("; ", "{}", ((link,) for link in links)) if links else "—"
 
     @admin.display(description="HTML")
     def html_preview(self, message: OutboxMessage) -> SafeString | str:
         if not message.body_html:
-            return "(sem versão HTML)"
+            return _("(no HTML version)")
         # sandbox="" blocks scripts, forms and navigation from the email's HTML;
         # srcdoc is escaped by format_html, so the email cannot break out of the attribute.
         # The document carries its own policy: nothing loads from anywhere, so a
         # tracking pixel does not fire when an operator looks at the email.
         frame = format_html(
-            '<iframe class="outbox-html-preview" sandbox="" srcdoc="{}" title="HTML do email" '
+            '<iframe class="outbox-html-preview" sandbox="" srcdoc="{}" title="{}" '
             'style="width:100%;max-width:760px;height:360px;border:1px solid #ccc;background:#fff"></iframe>',
             preview_document(message.body_html),
+            _("the email's HTML"),
         )
         if not REMOTE_REFERENCE.search(message.body_html):
             return frame
         note = format_html(
             '<p class="outbox-remote-blocked" style="margin:0 0 4px">{}</p>',
-            "Imagens, fontes e CSS remotos bloqueados nesta prévia (o aluno pode vê-los no cliente de email).",
+            _(
+                "Remote images, fonts and CSS are blocked in this preview "
+                "(the recipient may see them in their mail client)."
+            ),
         )
         return note + frame
 
-    @admin.display(description="texto")
+    @admin.display(description=_("text"))
     def text_preview(self, message: OutboxMessage) -> SafeString:
         return format_html('<pre style="white-space:pre-wrap;margin:0">{}</pre>', message.body_text)
 
-    @admin.display(description="cabeçalhos")
+    @admin.display(description=_("headers"))
     def headers_table(self, message: OutboxMessage) -> SafeString:
         rows = [
             ("From", message.from_email),
@@ -329,17 +384,21 @@ class OutboxMessageAdmin(admin.ModelAdmin):
 
     # --- actions --------------------------------------------------------------
 
-    @admin.action(description="Reenviar mensagens selecionadas", permissions=["resend"])
+    @admin.action(description=_("Resend selected messages"), permissions=["resend"])
     def resend_messages(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
         return self._confirm_or_run(request, queryset, "resend")
 
-    @admin.action(description="Tentar agora (sem esperar o intervalo)", permissions=["requeue"])
+    @admin.action(description=_("Try now (without waiting for the interval)"), permissions=["requeue"])
     def retry_now(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
         return self._confirm_or_run(request, queryset, "retry_now")
 
-    @admin.action(description="Cancelar mensagens selecionadas", permissions=["requeue"])
+    @admin.action(description=_("Cancel selected messages"), permissions=["requeue"])
     def cancel_messages(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
         return self._confirm_or_run(request, queryset, "cancel")
+
+    @admin.action(description=_("Hand back to the queue (held by a stopped worker)"), permissions=["requeue"])
+    def requeue_messages(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        return self._confirm_or_run(request, queryset, "requeue")
 
     def _confirm_or_run(self, request: HttpRequest, queryset: QuerySet, key: str) -> HttpResponse | None:
         ids = admin_actions.selected_ids(self, request, queryset)
@@ -354,11 +413,14 @@ class OutboxMessageAdmin(admin.ModelAdmin):
                     url=admin_actions.change_url(plan.message),
                     status=plan.message.get_status_display(),
                     allowed=plan.allowed,
-                    description=plan.description,
+                    description=plan_text(key, plan),
                 )
                 for plan in outbox_action_plan(action=key, message_ids=ids)
             ]
-            title = f"Confirmar: {action.verb} {len(rows)} mensage{'m' if len(rows) == 1 else 'ns'}"
+            title = ngettext("Confirm: %(verb)s %(n)d message", "Confirm: %(verb)s %(n)d messages", len(rows)) % {
+                "verb": action.verb,
+                "n": len(rows),
+            }
             return admin_actions.render_confirmation(
                 self, request, action=action.admin_name, title=title, verb=action.verb, rows=rows
             )
@@ -374,25 +436,41 @@ class OutboxMessageAdmin(admin.ModelAdmin):
         touched = set(report.changed) | set(report.created) | set(report.refused) | set(report.created.values())
         by_id = OutboxMessage.objects.only("id", "subject", "to").in_bulk(list(touched))
         logged: dict[str, list[Model]] = defaultdict(list)
-        logged[f"{label}: feito"] = [by_id[pk] for pk in report.changed]
+        logged[_("%(action)s: done") % {"action": label}] = [by_id[pk] for pk in report.changed]
         for original, copy in report.created.items():
-            logged[f"{label}: cópia #{copy} criada"].append(by_id[original])
+            logged[_("%(action)s: copy #%(copy)s created") % {"action": label, "copy": copy}].append(by_id[original])
         refused_by_reason: dict[str, list[int]] = defaultdict(list)
-        for pk, reason in report.refused.items():
-            logged[f"{label} recusado: {reason}"].append(by_id[pk])
+        for pk, refusal in report.refused.items():
+            reason = str(REFUSALS[refusal])
+            if pk in report.details:
+                reason = f"{reason} ({report.details[pk]})"
+            logged[_("%(action)s refused: %(reason)s") % {"action": label, "reason": reason}].append(by_id[pk])
             refused_by_reason[reason].append(pk)
         admin_actions.log_grouped(request, logged)
         admin_actions.log_additions(
-            request, ((by_id[copy], f"{label}: cópia de #{original}") for original, copy in report.created.items())
+            request,
+            (
+                (by_id[copy], _("%(action)s: copy of #%(original)s") % {"action": label, "original": original})
+                for original, copy in report.created.items()
+            ),
         )
         if report.changed:
-            self.message_user(request, f"{label}: {len(report.changed)} mensagem(ns) alterada(s).", messages.SUCCESS)
+            n = len(report.changed)
+            done = ngettext("%(action)s: %(n)d message changed.", "%(action)s: %(n)d messages changed.", n)
+            self.message_user(request, done % {"action": label, "n": n}, messages.SUCCESS)
         if report.created:
             copies = ", ".join(f"#{copy}" for copy in report.created.values())
-            self.message_user(request, f"{label}: cópia(s) nova(s) na fila: {copies}.", messages.SUCCESS)
+            n = len(report.created)
+            queued = ngettext("%(action)s: new copy queued: %(ids)s.", "%(action)s: new copies queued: %(ids)s.", n)
+            self.message_user(request, queued % {"action": label, "ids": copies}, messages.SUCCESS)
         for reason, pks in refused_by_reason.items():
-            listed = ", ".join(f"#{pk}" for pk in pks[:20]) + (f" e mais {len(pks) - 20}" if len(pks) > 20 else "")
-            self.message_user(request, f"{label} recusado para {listed}: {reason}.", messages.WARNING)
+            listed = ", ".join(f"#{pk}" for pk in pks[:20])
+            if len(pks) > 20:
+                listed = _("%(listed)s and %(more)d more") % {"listed": listed, "more": len(pks) - 20}
+            refused = _("%(action)s refused for %(listed)s: %(reason)s.")
+            self.message_user(
+                request, refused % {"action": label, "listed": listed, "reason": reason}, messages.WARNING
+            )
 
 
 # The tasks admin (admin_tasks.py) and the delivery events inline, delivery

@@ -17,6 +17,7 @@ from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils.translation import gettext as _
 
 # An action loads every selected row and lists them on a page: keep both small.
 # "Select all 1 000 000" plus an action is a job for a script, not a web request.
@@ -43,7 +44,8 @@ def selected_ids(modeladmin: ModelAdmin, request: HttpRequest, queryset: QuerySe
     if len(ids) > ACTION_LIMIT:
         modeladmin.message_user(
             request,
-            f"Selecione no máximo {ACTION_LIMIT} itens por ação (use os filtros para reduzir a seleção).",
+            _("Select at most %(limit)d items per action (use the filters to narrow the selection).")
+            % {"limit": ACTION_LIMIT},
             messages.ERROR,
         )
         return None

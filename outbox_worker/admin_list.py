@@ -6,7 +6,9 @@ from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.functional import cached_property
+from django.utils.translation import gettext_lazy as _
 
+from .registry import outbox_registry
 from .selectors import capped_count, outbox_kinds
 
 
@@ -33,14 +35,15 @@ class OutboxChangeList(ChangeList):
 
 
 class KindFilter(admin.SimpleListFilter):
-    title = "tipo"
+    title = _("kind")
     parameter_name = "kind"
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
         kinds = outbox_kinds()
         if self.value() and self.value() not in kinds:
             kinds.append(self.value())
-        return [(kind, kind) for kind in kinds]
+        registry = outbox_registry()
+        return [(kind, registry.kind_label(kind)) for kind in kinds]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         return queryset.filter(kind=self.value()) if self.value() else queryset

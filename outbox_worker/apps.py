@@ -5,7 +5,7 @@ from django.utils.translation import gettext_lazy as _
 class OutboxWorkerConfig(AppConfig):
     name = "outbox_worker"
     label = "outbox_worker"
-    verbose_name = _("Outbox de emails")
+    verbose_name = _("Email outbox")
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:

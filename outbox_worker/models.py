@@ -1,38 +1,39 @@
 """The outbox tables: one row per email to send, one row per delivery try."""
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Lower, Now
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from .conf import outbox_settings
 
 
 class OutboxStatus(models.TextChoices):
-    PENDING = "pending", _("pendente")
-    SENDING = "sending", _("enviando")
-    SENT = "sent", _("enviado")
-    FAILED = "failed", _("falhou")
-    CANCELLED = "cancelled", _("cancelado")
+    PENDING = "pending", _("pending")
+    SENDING = "sending", _("sending")
+    SENT = "sent", pgettext_lazy("status", "sent")
+    FAILED = "failed", _("failed")
+    CANCELLED = "cancelled", _("cancelled")
     # Not sent: a recipient is on the suppression list (hard bounce or spam
     # complaint). Held, never claimed; an operator lifts the suppression and resends.
-    SUPPRESSED = "suppressed", _("suprimido")
+    SUPPRESSED = "suppressed", _("suppressed")
 
 
 class DeliveryStatus(models.TextChoices):
     """What the provider told us after accepting a message (blank: nothing yet)."""
 
-    DEFERRED = "deferred", _("entrega atrasada")
-    SOFT_BOUNCED = "soft_bounced", _("devolvido (temporário)")
-    DELIVERED = "delivered", _("entregue")
-    BOUNCED = "bounced", _("devolvido")
-    REJECTED = "rejected", _("recusado pelo provedor")
-    COMPLAINED = "complained", _("marcado como spam")
+    DEFERRED = "deferred", _("delivery delayed")
+    SOFT_BOUNCED = "soft_bounced", _("bounced (temporary)")
+    DELIVERED = "delivered", _("delivered")
+    BOUNCED = "bounced", _("bounced")
+    REJECTED = "rejected", _("rejected by the provider")
+    COMPLAINED = "complained", _("marked as spam")
 
 
 # Events arrive out of order (a delivery after a delay notice, a bounce after a
@@ -57,65 +58,65 @@ class OutboxMessage(models.Model):
     expiry: after that moment any worker may take the row again.
     """
 
-    from_email = models.CharField(_("remetente"), max_length=320)
-    to = models.JSONField(_("para"), default=list)
+    from_email = models.CharField(_("sender"), max_length=320)
+    to = models.JSONField(_("to"), default=list)
     cc = models.JSONField(default=list, blank=True)
     bcc = models.JSONField(default=list, blank=True)
-    reply_to = models.JSONField(_("responder para"), default=list, blank=True)
-    subject = models.CharField(_("assunto"), max_length=998)
-    body_text = models.TextField(_("texto"))
+    reply_to = models.JSONField(_("reply to"), default=list, blank=True)
+    subject = models.CharField(_("subject"), max_length=998)
+    body_text = models.TextField(_("text"))
     body_html = models.TextField(_("HTML"), blank=True)
-    headers = models.JSONField(_("cabeçalhos"), default=dict, blank=True)
+    headers = models.JSONField(_("headers"), default=dict, blank=True)
     # Fixed at enqueue so every retry carries the same Message-ID: a receiving
     # server (and the student's mail client) can then recognise a duplicate.
     message_id = models.CharField(_("Message-ID"), max_length=255)
 
-    status = models.CharField(_("situação"), max_length=16, choices=OutboxStatus.choices, default=OutboxStatus.PENDING)
+    status = models.CharField(_("status"), max_length=16, choices=OutboxStatus.choices, default=OutboxStatus.PENDING)
     # Deliveries started, including one cut short by a crashed worker. Counted
     # when the worker marks the row started (`started_at`), not at claim: rows
     # a crashed worker had claimed but not started come back without a charge.
-    attempts = models.PositiveIntegerField(_("tentativas"), default=0)
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
     # Set (by the database clock) when the current holder is about to send this
     # row; cleared by the next claim. A row that comes back from a dead worker
     # with it set was in flight when that worker died.
-    started_at = models.DateTimeField(_("envio iniciado em"), null=True, blank=True)
+    started_at = models.DateTimeField(_("send started at"), null=True, blank=True)
     # How many workers died while this row was in flight. A message that kills
     # the worker twice is failed alone instead of crash-looping its neighbours.
-    interruptions = models.PositiveSmallIntegerField(_("interrupções"), default=0)
-    max_attempts = models.PositiveIntegerField(_("máximo de tentativas"), default=5)
-    available_at = models.DateTimeField(_("próxima tentativa"), default=timezone.now)
+    interruptions = models.PositiveSmallIntegerField(_("interruptions"), default=0)
+    max_attempts = models.PositiveIntegerField(_("maximum attempts"), default=5)
+    available_at = models.DateTimeField(_("next attempt"), default=timezone.now)
     locked_by = models.CharField(_("worker"), max_length=128, blank=True)
-    locked_until = models.DateTimeField(_("reservado até"), null=True, blank=True)
-    last_error = models.TextField(_("último erro"), blank=True)
+    locked_until = models.DateTimeField(_("leased until"), null=True, blank=True)
+    last_error = models.TextField(_("last error"), blank=True)
 
-    kind = models.CharField(_("tipo"), max_length=64, blank=True)
-    # What caused the email, as "app_label.model:pk" (e.g. "enrollments.enrollment:42").
-    source = models.CharField(_("origem"), max_length=128, blank=True)
+    kind = models.CharField(_("kind"), max_length=64, blank=True)
+    # What caused the email, as "app_label.model:pk" (e.g. "shop.order:42").
+    source = models.CharField(_("source"), max_length=128, blank=True)
     # One business event enqueues at most one message: a second enqueue with
     # the same key is refused by the database, not by a racy check.
-    dedup_key = models.CharField(_("chave de deduplicação"), max_length=255)
+    dedup_key = models.CharField(_("deduplication key"), max_length=255)
     resent_from = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="resends", db_index=False
     )
     # The id the HTTP email API gave the message when it accepted it (anymail's
     # `anymail_status.message_id`); blank over SMTP. Webhook events name it.
-    provider_message_id = models.CharField(_("id no provedor"), max_length=255, blank=True)
+    provider_message_id = models.CharField(_("provider id"), max_length=255, blank=True)
     # The provider's latest verdict after "sent" (tracking.delivery_event_record);
     # a column, not a query over events, so the list, its filter and the API read it for free.
     delivery_status = models.CharField(
-        _("entrega"), max_length=16, choices=DeliveryStatus.choices, blank=True, default=""
+        _("delivery"), max_length=16, choices=DeliveryStatus.choices, blank=True, default=""
     )
-    delivery_status_at = models.DateTimeField(_("entrega informada em"), null=True, blank=True)
+    delivery_status_at = models.DateTimeField(_("delivery reported at"), null=True, blank=True)
 
-    created_at = models.DateTimeField(_("criado em"), default=timezone.now)
-    updated_at = models.DateTimeField(_("atualizado em"), auto_now=True)
-    sent_at = models.DateTimeField(_("enviado em"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+    sent_at = models.DateTimeField(_("sent at"), null=True, blank=True)
 
     class Meta:
-        verbose_name = _("mensagem da outbox")
-        verbose_name_plural = _("mensagens da outbox")
+        verbose_name = _("outbox message")
+        verbose_name_plural = _("outbox messages")
         ordering = ["-created_at", "-id"]
-        permissions = [("resend_outboxmessage", _("Pode reenviar mensagens da outbox"))]
+        permissions = [("resend_outboxmessage", _("Can resend outbox messages"))]
         # Every index here is written by each enqueue (or, if partial, by the rows it
         # covers); each one is here because a query uses it — docs/benchmarks-issue8.md
         # lists which. Uniqueness is a constraint, not `unique=True`: on PostgreSQL
@@ -165,34 +166,48 @@ class OutboxMessage(models.Model):
             return DeliveryStatus(self.delivery_status).label
         return OutboxStatus(self.status).label
 
-    def is_held(self, now: datetime) -> bool:
-        """Whether a worker's lease on this row is live: operators must not touch it."""
-        return self.status == OutboxStatus.SENDING and self.locked_until is not None and self.locked_until > now
+    def is_held(self) -> bool:
+        """Whether a live worker holds this row now (see `held_by_live_worker`): operators must not touch it."""
+        return (
+            self.status == OutboxStatus.SENDING
+            and type(self).objects.filter(held_by_live_worker(), pk=self.pk).exists()
+        )
+
+
+def held_by_live_worker() -> Q:
+    """Condition: a live worker holds the row, so nobody else may touch it.
+
+    The complement of what the claim takes back (claim.py): the lease has not
+    run out and the holder's heartbeat is alive, both by the database clock.
+    The admin, outbox_status and the services' guarded updates all use this.
+    """
+    holder_alive = WorkerHeartbeat.objects.alive().filter(worker_id=OuterRef("locked_by"))
+    return Q(status=OutboxStatus.SENDING, locked_until__gt=Now()) & Q(Exists(holder_alive))
 
 
 class AttemptOutcome(models.TextChoices):
-    SENT = "sent", _("enviado")
-    TRANSIENT = "transient", _("erro temporário")
-    PERMANENT = "permanent", _("erro permanente")
-    ABANDONED = "abandoned", _("abandonado")
+    SENT = "sent", pgettext_lazy("status", "sent")
+    TRANSIENT = "transient", _("temporary error")
+    PERMANENT = "permanent", _("permanent error")
+    ABANDONED = "abandoned", _("abandoned")
 
 
 class DeliveryAttempt(models.Model):
     """One conversation with the email backend about one message."""
 
     message = models.ForeignKey(OutboxMessage, on_delete=models.CASCADE, related_name="delivery_attempts")
-    attempt = models.PositiveIntegerField(_("tentativa"))
-    try_number = models.PositiveIntegerField(_("envio"), default=1)
+    attempt = models.PositiveIntegerField(_("attempt"))
+    try_number = models.PositiveIntegerField(_("try"), default=1)
     worker = models.CharField(max_length=128)
-    started_at = models.DateTimeField(_("início"))
-    finished_at = models.DateTimeField(_("fim"))
-    outcome = models.CharField(_("resultado"), max_length=16, choices=AttemptOutcome.choices)
-    smtp_code = models.PositiveSmallIntegerField(_("código SMTP"), null=True, blank=True)
-    error = models.TextField(_("erro"), blank=True)
+    started_at = models.DateTimeField(_("start"))
+    finished_at = models.DateTimeField(_("end"))
+    outcome = models.CharField(_("outcome"), max_length=16, choices=AttemptOutcome.choices)
+    smtp_code = models.PositiveSmallIntegerField(_("SMTP code"), null=True, blank=True)
+    error = models.TextField(_("error"), blank=True)
 
     class Meta:
-        verbose_name = _("tentativa de entrega")
-        verbose_name_plural = _("tentativas de entrega")
+        verbose_name = _("delivery attempt")
+        verbose_name_plural = _("delivery attempts")
         ordering = ["started_at", "id"]
         indexes = [
             # The admin's health panel reads the last 24 h of attempts (chart,
@@ -219,10 +234,18 @@ class WorkerHeartbeatQuerySet(QuerySet):
     """
 
     def alive(self) -> "WorkerHeartbeatQuerySet":
-        return self.filter(last_seen_at__gte=Now() - worker_stale_after())
+        return self.filter(stopped_at__isnull=True, last_seen_at__gte=Now() - worker_stale_after())
 
     def stale(self) -> "WorkerHeartbeatQuerySet":
         return self.filter(last_seen_at__lt=Now() - worker_stale_after())
+
+    def stopped(self) -> "WorkerHeartbeatQuerySet":
+        """Workers that shut down cleanly (SIGTERM, end of --once)."""
+        return self.filter(stopped_at__isnull=False)
+
+    def dead(self) -> "WorkerHeartbeatQuerySet":
+        """Workers that went silent without stopping: killed, or their host lost."""
+        return self.stale().filter(stopped_at__isnull=True)
 
 
 def database_now_sql(vendor: str) -> str:
@@ -255,7 +278,7 @@ def alive_worker_sql(vendor: str, *, worker_column: str, stale_param: str) -> st
     table = WorkerHeartbeat._meta.db_table
     return (
         f"EXISTS (SELECT 1 FROM {table} AS heartbeat WHERE heartbeat.worker_id = {worker_column} "
-        f"AND heartbeat.last_seen_at >= {database_now_plus_sql(vendor, stale_param)})"
+        f"AND heartbeat.stopped_at IS NULL AND heartbeat.last_seen_at >= {database_now_plus_sql(vendor, stale_param)})"
     )
 
 
@@ -264,19 +287,21 @@ class WorkerHeartbeat(models.Model):
 
     Liveness has one meaning everywhere (`WorkerHeartbeat.objects.alive()`):
     the claim takes back the rows of a worker whose heartbeat went stale, and
-    operators see the same workers as alive. The row is removed on a clean
-    shutdown and goes stale on a crash.
+    operators see the same workers as alive. A clean shutdown sets
+    `stopped_at`; a crash leaves the row to go stale. Either way operators see
+    when the worker was last seen, until outbox_prune removes the row.
     """
 
     worker_id = models.CharField(_("worker"), max_length=128, unique=True)
     hostname = models.CharField(max_length=255)
     pid = models.PositiveIntegerField()
-    started_at = models.DateTimeField(_("iniciado em"))
-    last_seen_at = models.DateTimeField(_("visto por último em"), db_index=True)
+    started_at = models.DateTimeField(_("started at"))
+    last_seen_at = models.DateTimeField(_("last seen at"), db_index=True)
     # Set while the worker holds delivery back because the provider fails us
     # (provider.ProviderGate); operators see it in outbox_status and the admin.
-    paused_since = models.DateTimeField(_("entrega pausada desde"), null=True, blank=True)
-    pause_reason = models.TextField(_("motivo da pausa"), blank=True)
+    paused_since = models.DateTimeField(_("delivery paused since"), null=True, blank=True)
+    pause_reason = models.TextField(_("pause reason"), blank=True)
+    stopped_at = models.DateTimeField(_("stopped at"), null=True, blank=True)
 
     objects = WorkerHeartbeatQuerySet.as_manager()
 
@@ -369,23 +394,23 @@ class DeliveryEvent(models.Model):
     message = models.ForeignKey(
         OutboxMessage, null=True, blank=True, on_delete=models.SET_NULL, related_name="delivery_events"
     )
-    provider = models.CharField(_("provedor"), max_length=32)
-    event_id = models.CharField(_("id do evento"), max_length=255)
-    event_type = models.CharField(_("evento"), max_length=32)
-    provider_message_id = models.CharField(_("id no provedor"), max_length=255, blank=True)
-    recipient = models.CharField(_("destinatário"), max_length=320, blank=True)
-    occurred_at = models.DateTimeField(_("quando"), null=True, blank=True)
-    received_at = models.DateTimeField(_("recebido em"), default=timezone.now)
+    provider = models.CharField(_("provider"), max_length=32)
+    event_id = models.CharField(_("event id"), max_length=255)
+    event_type = models.CharField(_("event"), max_length=32)
+    provider_message_id = models.CharField(_("provider id"), max_length=255, blank=True)
+    recipient = models.CharField(_("recipient"), max_length=320, blank=True)
+    occurred_at = models.DateTimeField(_("occurred at"), null=True, blank=True)
+    received_at = models.DateTimeField(_("received at"), default=timezone.now)
     # The verdict this event gave the message (DeliveryStatus), blank for opens, clicks, …
-    delivery_status = models.CharField(_("entrega"), max_length=16, choices=DeliveryStatus.choices, blank=True)
-    reject_reason = models.CharField(_("motivo"), max_length=32, blank=True)
-    description = models.TextField(_("descrição"), blank=True)
-    mta_response = models.TextField(_("resposta do servidor"), blank=True)
-    payload = models.JSONField(_("dados do provedor"), default=dict, blank=True)
+    delivery_status = models.CharField(_("delivery"), max_length=16, choices=DeliveryStatus.choices, blank=True)
+    reject_reason = models.CharField(_("reason"), max_length=32, blank=True)
+    description = models.TextField(_("description"), blank=True)
+    mta_response = models.TextField(_("server response"), blank=True)
+    payload = models.JSONField(_("provider data"), default=dict, blank=True)
 
     class Meta:
-        verbose_name = _("evento de entrega")
-        verbose_name_plural = _("eventos de entrega")
+        verbose_name = _("delivery event")
+        verbose_name_plural = _("delivery events")
         ordering = ["occurred_at", "id"]
         constraints = [models.UniqueConstraint(fields=["provider", "event_id"], name="outbox_event_once")]
 
@@ -394,8 +419,8 @@ class DeliveryEvent(models.Model):
 
 
 class SuppressionReason(models.TextChoices):
-    HARD_BOUNCE = "hard_bounce", _("devolução permanente")
-    COMPLAINT = "complaint", _("marcado como spam")
+    HARD_BOUNCE = "hard_bounce", _("permanent bounce")
+    COMPLAINT = "complaint", _("marked as spam")
 
 
 class SuppressionQuerySet(QuerySet):
@@ -410,12 +435,12 @@ class Suppression(models.Model):
     the row, with who lifted it and when.
     """
 
-    address = models.CharField(_("endereço"), max_length=320)  # lower case (suppression.normalize)
-    reason = models.CharField(_("motivo"), max_length=16, choices=SuppressionReason.choices)
-    detail = models.TextField(_("detalhe"), blank=True)
+    address = models.CharField(_("address"), max_length=320)  # lower case (suppression.normalize)
+    reason = models.CharField(_("reason"), max_length=16, choices=SuppressionReason.choices)
+    detail = models.TextField(_("detail"), blank=True)
     event = models.ForeignKey(DeliveryEvent, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    created_at = models.DateTimeField(_("criada em"), default=timezone.now)
-    lifted_at = models.DateTimeField(_("retirada em"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+    lifted_at = models.DateTimeField(_("lifted at"), null=True, blank=True)
     lifted_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -423,10 +448,10 @@ class Suppression(models.Model):
     objects = SuppressionQuerySet.as_manager()
 
     class Meta:
-        verbose_name = _("endereço suprimido")
-        verbose_name_plural = _("endereços suprimidos")
+        verbose_name = _("suppressed address")
+        verbose_name_plural = _("suppressed addresses")
         ordering = ["-created_at", "-id"]
-        permissions = [("lift_suppression", _("Pode retirar endereços da lista de supressão"))]
+        permissions = [("lift_suppression", _("Can lift addresses from the suppression list"))]
         constraints = [
             models.UniqueConstraint(
                 fields=["address"], condition=Q(lifted_at__isnull=True), name="outbox_one_active_suppression"

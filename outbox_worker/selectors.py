@@ -6,24 +6,23 @@ scans the whole table on every page load.
 """
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
 from django.db import connection
-from django.db.models import Count, Max, Min, Q, QuerySet
+from django.db.models import BooleanField, Count, ExpressionWrapper, Min, Q, QuerySet
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Lower, TruncHour
 from django.utils import timezone
 
-from .models import AttemptOutcome, DeliveryAttempt, OutboxMessage, OutboxStatus, WorkerHeartbeat
-from .services import REFUSED_HELD
+from .models import AttemptOutcome, DeliveryAttempt, OutboxMessage, OutboxStatus, WorkerHeartbeat, held_by_live_worker
+from .registry import outbox_registry
+from .services import Refusal, cancel_refusal, requeue_refusal, resend_refusal, retry_now_refusal
 
 # Counting stops here: "more than 10 000 sent" is all an operator needs, and
 # counting a million rows on every page load is what makes admins slow.
 COUNT_CAP = 10_000
-# A worker that finished a delivery or holds a lease this recently is "alive".
-WORKER_SEEN_WINDOW = timedelta(minutes=5)
 CHART_HOURS = 24
 
 
@@ -62,9 +61,12 @@ def outbox_health(*, now: datetime | None = None) -> OutboxHealth:
     oldest_pending = OutboxMessage.objects.filter(status=OutboxStatus.PENDING, available_at__lte=now).aggregate(
         at=Min("available_at")
     )["at"]
-    oldest_expired = OutboxMessage.objects.filter(status=OutboxStatus.SENDING, locked_until__lt=now).aggregate(
-        at=Min("available_at")
-    )["at"]
+    # Rows nobody live holds come back at the next claim: they are due too.
+    oldest_expired = (
+        OutboxMessage.objects.filter(status=OutboxStatus.SENDING)
+        .exclude(held_by_live_worker())
+        .aggregate(at=Min("available_at"))["at"]
+    )
     oldest = min((at for at in (oldest_pending, oldest_expired) if at is not None), default=None)
     failed_last_hour = OutboxMessage.objects.filter(
         status=OutboxStatus.FAILED, updated_at__gte=now - timedelta(hours=1)
@@ -104,9 +106,19 @@ class HourBucket:
 class WorkerSeen:
     worker_id: str
     last_seen: datetime
-    holding: int  # messages it holds a live lease on right now
+    holding: int  # messages it holds right now (a live worker only)
     paused_since: datetime | None = None  # delivery held back: the provider fails this worker
     pause_reason: str = ""
+    alive: bool = True  # by the heartbeat, as the claim judges it (WorkerHeartbeat.objects.alive())
+    left_behind: int = 0  # `sending` rows a dead worker still names; the next claim takes them back
+    stopped_at: datetime | None = None  # set by a clean shutdown; a dead worker (killed) has none
+
+    @property
+    def state(self) -> str:
+        """ "alive", "stopped" (shut down cleanly) or "dead" (went silent: killed, or its host lost)."""
+        if self.alive:
+            return "alive"
+        return "stopped" if self.stopped_at else "dead"
 
 
 @dataclass
@@ -119,6 +131,7 @@ class OutboxDashboard:
     sent_24h: int
     workers: list[WorkerSeen] = field(default_factory=list)
     hours: list[HourBucket] = field(default_factory=list)
+    stalled: CappedCount = CappedCount(0, False)
 
     @property
     def oldest_due_age(self) -> timedelta | None:
@@ -126,7 +139,16 @@ class OutboxDashboard:
 
     @property
     def paused_workers(self) -> list[WorkerSeen]:
-        return [worker for worker in self.workers if worker.paused_since is not None]
+        return [worker for worker in self.workers if worker.alive and worker.paused_since is not None]
+
+    @property
+    def live_workers(self) -> list[WorkerSeen]:
+        return [worker for worker in self.workers if worker.alive]
+
+    @property
+    def gone_workers(self) -> list[WorkerSeen]:
+        """Stopped and dead workers, until outbox_prune removes them."""
+        return [worker for worker in self.workers if not worker.alive]
 
 
 def capped_count(queryset: QuerySet, cap: int | None = None) -> CappedCount:
@@ -152,8 +174,9 @@ def outbox_dashboard(*, now: datetime | None = None) -> OutboxDashboard:
         oldest_due_at=oldest_due_at,
         failures_24h=sum(bucket.failed for bucket in hours),
         sent_24h=sum(bucket.sent for bucket in hours),
-        workers=outbox_workers_seen(now=now),
+        workers=outbox_workers(now=now),
         hours=hours,
+        stalled=outbox_stalled_count(),
     )
 
 
@@ -184,44 +207,39 @@ def outbox_hourly_deliveries(*, since: datetime, now: datetime) -> list[HourBuck
     return buckets
 
 
-def outbox_workers_seen(*, now: datetime) -> list[WorkerSeen]:
-    """Return workers seen within WORKER_SEEN_WINDOW, most recent first.
+def outbox_workers(*, now: datetime) -> list[WorkerSeen]:
+    """Return every worker with a heartbeat row, live ones first, then the stopped and dead, most recent first.
 
-    A worker is seen by its heartbeat (refreshed while it runs, even idle), by
-    a delivery attempt it finished, or by a lease it holds; the last two also
-    catch a worker whose heartbeat is missing. An empty list with messages due
-    is the alarm that matters.
+    Live means what it means to the claim (WorkerHeartbeat.objects.alive(),
+    by the database clock). A stopped worker (clean shutdown) and a dead one
+    (killed: its heartbeat went stale) stay listed with when they were last
+    seen until outbox_prune removes them. `holding` counts the rows a live
+    worker holds; `left_behind` the `sending` rows a gone one still names,
+    which the next claim takes back.
     """
-    since = now - WORKER_SEEN_WINDOW
-    last_seen: dict[str, datetime] = dict(
-        DeliveryAttempt.objects.filter(finished_at__gte=since)
-        .values("worker")
-        .annotate(last=Max("finished_at"))
-        .order_by()
-        .values_list("worker", "last")
-    )
-    pauses: dict[str, tuple[datetime, str]] = {}
-    for worker_id, seen, paused_since, pause_reason in WorkerHeartbeat.objects.filter(
-        last_seen_at__gte=since
-    ).values_list("worker_id", "last_seen_at", "paused_since", "pause_reason"):
-        last_seen[worker_id] = max(seen, last_seen.get(worker_id, seen))
-        if paused_since is not None:
-            pauses[worker_id] = (paused_since, pause_reason)
-    holding: dict[str, int] = {}
-    for worker_id, n in (
-        OutboxMessage.objects.filter(status=OutboxStatus.SENDING, locked_until__gt=now)
-        .values("locked_by")
-        .annotate(n=Count("id"))
-        .order_by()
-        .values_list("locked_by", "n")
-    ):
-        holding[worker_id] = n
-        last_seen.setdefault(worker_id, now)
+    alive_ids = set(WorkerHeartbeat.objects.alive().values_list("worker_id", flat=True))
+    sending = OutboxMessage.objects.filter(status=OutboxStatus.SENDING).values("locked_by").order_by()
+    holding = dict(sending.filter(held_by_live_worker()).annotate(n=Count("id")).values_list("locked_by", "n"))
+    left_behind = dict(sending.exclude(held_by_live_worker()).annotate(n=Count("id")).values_list("locked_by", "n"))
     workers = [
-        WorkerSeen(worker_id, seen, holding.get(worker_id, 0), *pauses.get(worker_id, (None, "")))
-        for worker_id, seen in last_seen.items()
+        WorkerSeen(
+            worker_id=beat.worker_id,
+            last_seen=beat.last_seen_at,
+            holding=holding.get(beat.worker_id, 0),
+            paused_since=beat.paused_since if beat.worker_id in alive_ids else None,
+            pause_reason=beat.pause_reason,
+            alive=beat.worker_id in alive_ids,
+            left_behind=left_behind.get(beat.worker_id, 0),
+            stopped_at=beat.stopped_at,
+        )
+        for beat in WorkerHeartbeat.objects.order_by("-last_seen_at")
     ]
-    return sorted(workers, key=lambda worker: worker.last_seen, reverse=True)
+    return sorted(workers, key=lambda worker: not worker.alive)
+
+
+def outbox_stalled_count() -> CappedCount:
+    """Count `sending` rows nobody live holds (dead holder or run-out lease): they come back at the next claim."""
+    return capped_count(OutboxMessage.objects.filter(status=OutboxStatus.SENDING).exclude(held_by_live_worker()))
 
 
 # A loose index scan: each step asks the (kind, created_at) index for the next
@@ -247,7 +265,8 @@ def outbox_kinds() -> list[str]:
         return [row[0] for row in cursor.fetchall()]
 
 
-_SOURCE = re.compile(r"^(?:matr[ií]cula|enrollment|enrollments\.enrollment)\s*[:#]?\s*(\d+)$", re.IGNORECASE)
+# "app_label.model:pk", the shape of a source.
+_RAW_SOURCE = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*:\S+$")
 # "local@domain", the shape of both an address and a Message-ID written without <>.
 _ADDRESS = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
 
@@ -260,17 +279,20 @@ def first_recipient() -> Lower:
 def outbox_search(*, queryset: QuerySet[OutboxMessage], term: str) -> QuerySet[OutboxMessage]:
     """Filter `queryset` by an operator's search box input.
 
-    Fast, exact forms (index lookups): a whole email address (the first
-    recipient, which for transactional email is the only one; or a Message-ID
-    written without <>), a Message-ID with <>, and "matrícula 42" or
-    "enrollments.enrollment:42" (the enrollment that caused the email).
-    Anything else matches part of a recipient or the subject, which reads
-    every row: fine on thousands, about a second per million.
+    Fast, exact forms (index lookups): the host project's shortcuts (see
+    registry.py: e.g. a term naming the business object that caused the
+    email), a raw source ("app_label.model:pk"), a whole email address (the
+    first recipient, which for transactional email is the only one; or a
+    Message-ID written without <>) and a Message-ID with <>. Anything else
+    matches part of a recipient or the subject, which reads every row: fine
+    on thousands, about a second per million.
     """
     term = term.strip()
-    enrollment = _SOURCE.match(term)
-    if enrollment:
-        return queryset.filter(source=f"enrollments.enrollment:{enrollment.group(1)}")
+    sources = outbox_registry().search_sources(term)
+    if sources:
+        return queryset.filter(source__in=sources)
+    if _RAW_SOURCE.match(term):
+        return queryset.filter(source=term)
     if term.startswith("<") and term.endswith(">"):
         return queryset.filter(message_id=term)
     if _ADDRESS.match(term):
@@ -284,59 +306,48 @@ def outbox_search(*, queryset: QuerySet[OutboxMessage], term: str) -> QuerySet[O
 @dataclass(frozen=True)
 class PlannedChange:
     message: OutboxMessage
-    allowed: bool
-    description: str
+    refusal: Refusal | None  # None: the action will change this message
+
+    @property
+    def allowed(self) -> bool:
+        return self.refusal is None
 
 
-def _plan_resend(message: OutboxMessage, now: datetime) -> PlannedChange:
-    if message.status in (OutboxStatus.FAILED, OutboxStatus.CANCELLED, OutboxStatus.SUPPRESSED):
-        return PlannedChange(message, True, "volta para a fila agora, com novas tentativas")
-    if message.status == OutboxStatus.SENT:
-        return PlannedChange(message, True, "uma cópia nova (novo Message-ID) entra na fila; a original é mantida")
-    if message.is_held(now):
-        return PlannedChange(message, False, f"recusada: {REFUSED_HELD}")
-    return PlannedChange(message, False, "recusada: já está na fila")
+# The services' own rules (services.py): the page cannot promise what the service then refuses.
+_RULES: dict[str, Callable[[OutboxMessage, datetime], Refusal | None]] = {
+    "resend": lambda message, now: resend_refusal(message=message, held=message.held),
+    "retry_now": lambda message, now: retry_now_refusal(message=message, held=message.held, now=now),
+    "cancel": lambda message, now: cancel_refusal(message=message, held=message.held),
+    "requeue": lambda message, now: requeue_refusal(message=message, held=message.held),
+}
 
 
-def _plan_retry_now(message: OutboxMessage, now: datetime) -> PlannedChange:
-    if message.status == OutboxStatus.PENDING and message.available_at > now:
-        waiting_until = timezone.localtime(message.available_at).strftime("%d/%m %H:%M")
-        return PlannedChange(message, True, f"passa a ser enviada agora (esperava até {waiting_until})")
-    if message.status == OutboxStatus.PENDING:
-        return PlannedChange(message, False, "recusada: já está pronta para envio")
-    if message.is_held(now):
-        return PlannedChange(message, False, f"recusada: {REFUSED_HELD}")
-    return PlannedChange(message, False, f"recusada: só mensagens pendentes (esta está {message.get_status_display()})")
-
-
-def _plan_cancel(message: OutboxMessage, now: datetime) -> PlannedChange:
-    if message.is_held(now):
-        return PlannedChange(message, False, f"recusada: {REFUSED_HELD}")
-    if message.status in (OutboxStatus.PENDING, OutboxStatus.SENDING):
-        return PlannedChange(message, True, "será cancelada e não será enviada")
-    return PlannedChange(message, False, f"recusada: não dá para cancelar uma mensagem {message.get_status_display()}")
-
-
-_PLANNERS = {"resend": _plan_resend, "retry_now": _plan_retry_now, "cancel": _plan_cancel}
+def _with_held(queryset: QuerySet[OutboxMessage]) -> QuerySet[OutboxMessage]:
+    return queryset.annotate(held=ExpressionWrapper(held_by_live_worker(), output_field=BooleanField()))
 
 
 def outbox_plan_for_message(*, action: str, message: OutboxMessage, now: datetime | None = None) -> PlannedChange:
     """Return what `action` would do to one message now (see outbox_action_plan)."""
-    return _PLANNERS[action](message, now or timezone.now())
+    if not hasattr(message, "held"):
+        message.held = message.is_held()
+    return PlannedChange(message, _RULES[action](message, now or timezone.now()))
 
 
 def outbox_action_plan(*, action: str, message_ids: Iterable[int], now: datetime | None = None) -> list[PlannedChange]:
-    """Return, for each message, what `action` ("resend", "retry_now", "cancel") would do to it now.
+    """Return, for each message, what `action` ("resend", "retry_now", "cancel", "requeue") would do to it now.
 
-    Mirrors the rules of the services in services.py, which decide again at
-    the moment they run: a row a worker takes between the two is still refused.
+    Asks the rules the services ask, which decide again at the moment they
+    run: a row a worker takes between the two is still refused.
     """
     now = now or timezone.now()
-    planner = _PLANNERS[action]
-    messages = OutboxMessage.objects.filter(pk__in=list(message_ids)).defer("body_text", "body_html").order_by("pk")
-    return [planner(message, now) for message in messages]
+    rule = _RULES[action]
+    messages = _with_held(OutboxMessage.objects.filter(pk__in=list(message_ids)))
+    return [
+        PlannedChange(message, rule(message, now))
+        for message in messages.defer("body_text", "body_html").order_by("pk")
+    ]
 
 
 def outbox_messages_for_source(*, source: str) -> QuerySet[OutboxMessage]:
-    """Return the emails a business object caused (e.g. "enrollments.enrollment:42"), newest first."""
+    """Return the emails a business object caused (e.g. "shop.order:42"), newest first."""
     return OutboxMessage.objects.filter(source=source).defer("body_text", "body_html").order_by("-created_at", "-id")

@@ -1,13 +1,15 @@
-"""The outbox's public write API: enqueue, resend, cancel."""
+"""The outbox's public write API: enqueue, and the operator actions (resend, retry now, cancel, hand back)."""
 
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import BooleanField, Case, ExpressionWrapper, F, Q, QuerySet, When
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from .conf import outbox_settings
@@ -20,15 +22,11 @@ from .mime import (
     check_mailbox,
     idna_domain,
 )
-from .models import DeliveryAttempt, DeliveryEvent, OutboxMessage, OutboxStatus
+from .models import DeliveryAttempt, DeliveryEvent, OutboxMessage, OutboxStatus, WorkerHeartbeat, held_by_live_worker
 from .suppression import hold_if_suppressed
 
 # Statuses a message never leaves by itself; only these may be pruned.
 FINISHED_STATUSES = (OutboxStatus.SENT, OutboxStatus.FAILED, OutboxStatus.CANCELLED, OutboxStatus.SUPPRESSED)
-
-# Why an operator action leaves a row alone (shown as they are in the admin).
-REFUSED_HELD = "um worker está entregando agora"
-REFUSED_CHANGED_MEANWHILE = "alterada por outra pessoa ou processo nesse meio tempo"
 
 
 class OutboxError(Exception):
@@ -135,16 +133,72 @@ def outbox_enqueue(
     return message
 
 
+class Refusal(StrEnum):
+    """Why an operator action leaves a row alone. The admin turns each code into words."""
+
+    HELD = "held"  # a live worker is delivering it right now
+    CHANGED_MEANWHILE = "changed_meanwhile"  # someone or something changed it between the read and the write
+    ALREADY_QUEUED = "already_queued"  # pending: it is on its way already
+    ALREADY_DUE = "already_due"  # pending and due: nothing to hurry
+    NOT_WAITING = "not_waiting"  # retry-now is for pending messages waiting for their backoff
+    FINISHED = "finished"  # sent, failed or cancelled: too late to cancel
+    NOT_STALLED = "not_stalled"  # hand-back is only for rows a dead worker (or a run-out lease) holds
+    INVALID_EMAIL = "invalid_email"  # a copy of this old row would not be a valid email today
+
+
 @dataclass
 class ActionReport:
-    """What an operator action did to each selected message, by id.
-
-    Reasons are in pt-BR: the admin shows them to the operator as they are.
-    """
+    """What an operator action did to each selected message, by id."""
 
     changed: list[int] = field(default_factory=list)
     created: dict[int, int] = field(default_factory=dict)  # original id -> new copy id
-    refused: dict[int, str] = field(default_factory=dict)  # id -> reason
+    refused: dict[int, Refusal] = field(default_factory=dict)
+    details: dict[int, str] = field(default_factory=dict)  # id -> technical detail of a refusal, if any
+
+
+# --- The rules: each says whether an action may touch a message now ----------
+# The confirmation pages (selectors.outbox_action_plan) and the services below
+# both ask these, so the page never promises what the service then refuses.
+# `held` is whether a live worker holds the row (models.held_by_live_worker).
+
+
+def resend_refusal(*, message: OutboxMessage, held: bool) -> Refusal | None:
+    """failed/cancelled/suppressed go back to the queue, sent gets a new copy; the rest is on its way already.
+
+    A suppressed message goes back as it is: the claim holds it again while its
+    address is still suppressed (lift the suppression first).
+    """
+    if message.status in (OutboxStatus.FAILED, OutboxStatus.CANCELLED, OutboxStatus.SUPPRESSED, OutboxStatus.SENT):
+        return None
+    return Refusal.HELD if held else Refusal.ALREADY_QUEUED
+
+
+def retry_now_refusal(*, message: OutboxMessage, held: bool, now: datetime) -> Refusal | None:
+    """Only a pending message waiting for its backoff can be made due now."""
+    if message.status == OutboxStatus.PENDING:
+        return None if message.available_at > now else Refusal.ALREADY_DUE
+    return Refusal.HELD if held else Refusal.NOT_WAITING
+
+
+def cancel_refusal(*, message: OutboxMessage, held: bool) -> Refusal | None:
+    """A message still waiting (pending, or left behind by a dead worker) can be cancelled."""
+    if held:
+        return Refusal.HELD
+    if message.status in (OutboxStatus.PENDING, OutboxStatus.SENDING):
+        return None
+    return Refusal.FINISHED
+
+
+def requeue_refusal(*, message: OutboxMessage, held: bool) -> Refusal | None:
+    """Only a `sending` row nobody live holds (dead holder or run-out lease) can be handed back."""
+    if held:
+        return Refusal.HELD
+    return None if message.status == OutboxStatus.SENDING else Refusal.NOT_STALLED
+
+
+def _with_held(message_ids: Iterable[int]) -> QuerySet[OutboxMessage]:
+    held = ExpressionWrapper(held_by_live_worker(), output_field=BooleanField())
+    return OutboxMessage.objects.filter(pk__in=list(message_ids)).annotate(held=held).order_by("pk")
 
 
 def outbox_resend(*, message_ids: Iterable[int]) -> ActionReport:
@@ -157,32 +211,30 @@ def outbox_resend(*, message_ids: Iterable[int]) -> ActionReport:
     """
     report = ActionReport()
     now = timezone.now()
-    for message in OutboxMessage.objects.filter(pk__in=list(message_ids)).order_by("pk"):
-        if message.status in (OutboxStatus.FAILED, OutboxStatus.CANCELLED, OutboxStatus.SUPPRESSED):
-            # Guarded on the status we saw: a concurrent action wins, not both.
-            updated = OutboxMessage.objects.filter(pk=message.pk, status=message.status).update(
-                status=OutboxStatus.PENDING,
-                available_at=now,
-                max_attempts=F("attempts") + outbox_settings.MAX_ATTEMPTS,
-                updated_at=now,
-            )
-            if updated:
-                report.changed.append(message.pk)
-            else:
-                report.refused[message.pk] = REFUSED_CHANGED_MEANWHILE
+    for message in _with_held(message_ids).defer("body_text", "body_html"):
+        refusal = resend_refusal(message=message, held=message.held)
+        if refusal:
+            report.refused[message.pk] = refusal
         elif message.status == OutboxStatus.SENT:
             try:
-                copy = _enqueue_copy(message)
+                copy = _enqueue_copy(OutboxMessage.objects.get(pk=message.pk))
             except OutboxError as exc:
                 # A row sent before today's rules (e.g. the header-text rule) may
                 # no longer be a valid email: refuse it with the reason, never a 500.
-                report.refused[message.pk] = str(exc)
+                report.refused[message.pk] = Refusal.INVALID_EMAIL
+                report.details[message.pk] = str(exc)
                 continue
             report.created[message.pk] = copy.pk
-        elif message.is_held(now):
-            report.refused[message.pk] = REFUSED_HELD
+        # Guarded on the status we saw: a concurrent action wins, not both.
+        elif OutboxMessage.objects.filter(pk=message.pk, status=message.status).update(
+            status=OutboxStatus.PENDING,
+            available_at=now,
+            max_attempts=F("attempts") + outbox_settings.MAX_ATTEMPTS,
+            updated_at=now,
+        ):
+            report.changed.append(message.pk)
         else:
-            report.refused[message.pk] = "já está na fila"
+            report.refused[message.pk] = Refusal.CHANGED_MEANWHILE
     return report
 
 
@@ -211,19 +263,18 @@ def outbox_cancel(*, message_ids: Iterable[int]) -> ActionReport:
     """Cancel selected messages that are still waiting; refuse the rest."""
     report = ActionReport()
     now = timezone.now()
-    waiting = Q(status=OutboxStatus.PENDING) | Q(status=OutboxStatus.SENDING, locked_until__lt=now)
-    for message in OutboxMessage.objects.filter(pk__in=list(message_ids)).order_by("pk"):
-        if message.is_held(now):
-            report.refused[message.pk] = REFUSED_HELD
-            continue
-        # Guarded: a row a worker claims at this very instant is not cancelled.
-        updated = OutboxMessage.objects.filter(waiting, pk=message.pk).update(
+    waiting = Q(status=OutboxStatus.PENDING) | (Q(status=OutboxStatus.SENDING) & ~held_by_live_worker())
+    for message in _with_held(message_ids).defer("body_text", "body_html"):
+        refusal = cancel_refusal(message=message, held=message.held)
+        if refusal:
+            report.refused[message.pk] = refusal
+        # Guarded: a row a live worker claims at this very instant is not cancelled.
+        elif OutboxMessage.objects.filter(waiting, pk=message.pk).update(
             status=OutboxStatus.CANCELLED, locked_by="", locked_until=None, updated_at=now
-        )
-        if updated:
+        ):
             report.changed.append(message.pk)
         else:
-            report.refused[message.pk] = f"não dá para cancelar uma mensagem {message.get_status_display()}"
+            report.refused[message.pk] = Refusal.CHANGED_MEANWHILE
     return report
 
 
@@ -235,25 +286,50 @@ def outbox_retry_now(*, message_ids: Iterable[int]) -> ActionReport:
     """
     report = ActionReport()
     now = timezone.now()
-    for message in OutboxMessage.objects.filter(pk__in=list(message_ids)).order_by("pk"):
-        if message.status == OutboxStatus.PENDING and message.available_at > now:
-            # Guarded: a worker may claim it (or someone cancel it) meanwhile.
-            # Setting status (to the same value) fires the NOTIFY trigger, which
-            # watches `UPDATE OF status`, so an idle worker sends it at once.
-            updated = OutboxMessage.objects.filter(
-                pk=message.pk, status=OutboxStatus.PENDING, available_at__gt=now
-            ).update(status=OutboxStatus.PENDING, available_at=now, updated_at=now)
-            if updated:
-                report.changed.append(message.pk)
-            else:
-                report.refused[message.pk] = REFUSED_CHANGED_MEANWHILE
-        elif message.status == OutboxStatus.PENDING:
-            report.refused[message.pk] = "já está pronta para envio"
-        elif message.is_held(now):
-            report.refused[message.pk] = REFUSED_HELD
+    for message in _with_held(message_ids).defer("body_text", "body_html"):
+        refusal = retry_now_refusal(message=message, held=message.held, now=now)
+        if refusal:
+            report.refused[message.pk] = refusal
+        # Guarded: a worker may claim it (or someone cancel it) meanwhile.
+        # Setting status (to the same value) fires the NOTIFY trigger, which
+        # watches `UPDATE OF status`, so an idle worker sends it at once.
+        elif OutboxMessage.objects.filter(pk=message.pk, status=OutboxStatus.PENDING, available_at__gt=now).update(
+            status=OutboxStatus.PENDING, available_at=now, updated_at=now
+        ):
+            report.changed.append(message.pk)
         else:
-            status = message.get_status_display()
-            report.refused[message.pk] = f"só mensagens pendentes esperam nova tentativa (esta está {status})"
+            report.refused[message.pk] = Refusal.CHANGED_MEANWHILE
+    return report
+
+
+def outbox_requeue(*, message_ids: Iterable[int]) -> ActionReport:
+    """Hand rows a dead worker (or a run-out lease) holds back to the queue, due now.
+
+    The claim would take them back by itself once a live worker polls; this
+    makes the row truthful (pending, cancellable) while no worker runs. The
+    update is guarded by the same condition as the claim's take-back, so a row
+    a live worker holds, or claims at this instant, is never touched. A row
+    that was in flight counts one interruption, exactly as the claim counts it,
+    so a message that kills workers is still quarantined (outcomes.quarantine).
+    """
+    report = ActionReport()
+    stalled = Q(status=OutboxStatus.SENDING) & ~held_by_live_worker()
+    for message in _with_held(message_ids).defer("body_text", "body_html"):
+        refusal = requeue_refusal(message=message, held=message.held)
+        if refusal:
+            report.refused[message.pk] = refusal
+        elif OutboxMessage.objects.filter(stalled, pk=message.pk).update(
+            status=OutboxStatus.PENDING,
+            locked_by="",
+            locked_until=None,
+            available_at=Now(),
+            interruptions=F("interruptions") + Case(When(started_at__isnull=False, then=1), default=0),
+            started_at=None,
+            updated_at=Now(),
+        ):
+            report.changed.append(message.pk)
+        else:
+            report.refused[message.pk] = Refusal.CHANGED_MEANWHILE
     return report
 
 
@@ -280,3 +356,18 @@ def outbox_prune(*, before: datetime, statuses: Iterable[str], batch_size: int =
             # Attempts and resend links are cleared above, so this deletes only messages.
             count, _by_model = OutboxMessage.objects.filter(pk__in=ids, status__in=statuses).delete()
             deleted += count
+
+
+def outbox_prune_heartbeats(*, before: datetime, dry_run: bool = False) -> int:
+    """Delete heartbeats of stopped and dead workers last seen before `before`; return how many.
+
+    Neither a killed worker nor a stopped one removes its heartbeat; the
+    admin shows them (with when they were last seen) until they are pruned.
+    Live workers are never touched, whatever `before` says.
+    """
+    alive = WorkerHeartbeat.objects.alive().values("pk")
+    dead = WorkerHeartbeat.objects.filter(last_seen_at__lt=before).exclude(pk__in=alive)
+    if dry_run:
+        return dead.count()
+    count, _by_model = dead.delete()
+    return count

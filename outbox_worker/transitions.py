@@ -203,4 +203,7 @@ def outbox_worker_seen(
 
 
 def outbox_worker_gone(*, worker_id: str) -> None:
-    WorkerHeartbeat.objects.filter(worker_id=worker_id).delete()
+    """Record a clean shutdown: the worker stops counting as alive at once, and operators see it as stopped."""
+    WorkerHeartbeat.objects.filter(worker_id=worker_id).update(
+        stopped_at=Now(), last_seen_at=Now(), paused_since=None, pause_reason=""
+    )

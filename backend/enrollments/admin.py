@@ -1,7 +1,5 @@
 """Enrollment admin: each enrollment with its emails, and a safe way to send the confirmation again."""
 
-from datetime import datetime
-
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -10,15 +8,15 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 from rest_framework import serializers
 
 from outbox_worker import admin_actions
-from outbox_worker.admin import status_badge
 from outbox_worker.admin_actions import ConfirmationRow
+from outbox_worker.admin_display import error_explanation, status_badge
+from outbox_worker.admin_text import local_datetime
 from outbox_worker.admin_tracking import delivery_badge
 from outbox_worker.models import OutboxStatus
 from outbox_worker.selectors import outbox_messages_for_source
@@ -101,6 +99,14 @@ class EnrollmentAdmin(admin.ModelAdmin):
             *super().get_urls(),
         ]
 
+    def get_actions(self, request: HttpRequest) -> dict:
+        actions = super().get_actions(request)
+        if "delete_selected" in actions:
+            # Django's label agrees in the masculine ("Remover matrículas selecionados"); matrícula is feminine.
+            function, name, _description = actions["delete_selected"]
+            actions["delete_selected"] = (function, name, "Remover matrículas selecionadas")
+        return actions
+
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
     ) -> HttpResponse:
@@ -175,9 +181,9 @@ class EnrollmentAdmin(admin.ModelAdmin):
                     status_badge(message),
                     delivery_badge(message),
                     f"{message.attempts}/{message.max_attempts}",
-                    _local(message.created_at),
-                    _local(message.sent_at),
-                    message.last_error or "",
+                    local_datetime(message.created_at),
+                    local_datetime(message.sent_at),
+                    error_explanation(message.last_error) if message.last_error else "",
                 )
                 for message in outbox
             ),
@@ -222,16 +228,12 @@ class EnrollmentAdmin(admin.ModelAdmin):
         admin_actions.log_additions(
             request, ((message, f"Confirmação da matrícula #{enrollment.pk}") for enrollment, message in queued)
         )
-        self.message_user(
-            request,
-            f"Confirmação na fila para {len(queued)} matrícula(s): "
-            + ", ".join(f"mensagem #{message.pk}" for _, message in queued),
-            messages.SUCCESS,
-        )
+        listed = ", ".join(f"mensagem #{message.pk}" for _, message in queued)
+        if len(queued) == 1:
+            done = f"Confirmação na fila para 1 matrícula: {listed}"
+        else:
+            done = f"Confirmação na fila para {len(queued)} matrículas: {listed}"
+        self.message_user(request, done, messages.SUCCESS)
         if len(queued) == 1:
             return HttpResponseRedirect(admin_actions.change_url(queued[0][0]))
         return None
-
-
-def _local(moment: datetime | None) -> str:
-    return timezone.localtime(moment).strftime("%d/%m/%Y %H:%M") if moment else "—"

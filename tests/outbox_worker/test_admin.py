@@ -8,7 +8,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from backend.enrollments.services import enrollment_create
-from outbox_worker.models import AttemptOutcome, DeliveryAttempt, OutboxMessage, OutboxStatus
+from outbox_worker.models import AttemptOutcome, DeliveryAttempt, OutboxMessage, OutboxStatus, WorkerHeartbeat
 from tests.factories import enqueue_messages, make_product
 from tests.staff import make_operator, make_staff
 
@@ -26,7 +26,12 @@ def _set(message: OutboxMessage, **fields) -> None:
     message.refresh_from_db()
 
 
-def _hold(message: OutboxMessage) -> None:
+def _hold(message: OutboxMessage, *, worker_alive: bool = True) -> None:
+    """Make `message` held by worker-1, whose heartbeat is fresh (alive) or 10 minutes old (dead)."""
+    seen = timezone.now() - (timedelta(0) if worker_alive else timedelta(minutes=10))
+    WorkerHeartbeat.objects.update_or_create(
+        worker_id="worker-1", defaults={"hostname": "h", "pid": 1, "started_at": seen, "last_seen_at": seen}
+    )
     _set(message, status=OutboxStatus.SENDING, locked_by="worker-1", locked_until=timezone.now() + timedelta(minutes=2))
 
 
@@ -183,7 +188,7 @@ def test_cancel_stops_a_pending_message_and_refuses_a_sent_one(operator_client):
     pending.refresh_from_db()
     sent.refresh_from_db()
     assert (pending.status, sent.status) == (OutboxStatus.CANCELLED, OutboxStatus.SENT)
-    assert "não dá para cancelar uma mensagem enviado" in response.content.decode()
+    assert "já foi enviada, falhou ou foi cancelada" in response.content.decode()
 
 
 @pytest.mark.parametrize("action", ["retry_now", "cancel_messages"])
@@ -293,12 +298,13 @@ def test_changelist_says_more_than_when_it_stopped_counting(operator_client, mon
 
 
 def test_changelist_query_count_does_not_grow_with_rows(operator_client, django_assert_max_num_queries):
-    # session, user, permissions, health panel (status counts, due, chart, workers),
-    # kind filter, capped count, one page of rows: 18 queries, whatever the row count.
+    # session, user, permissions, health panel (status counts, due, chart, workers
+    # live and dead, rows left behind), kind filter, capped count, one page of
+    # rows, their source labels: 21 queries, whatever the row count.
     product = make_product()
     for i in range(3):
         enrollment_create(product=product, name=f"Aluno {i}", email=f"aluno{i}@example.com")
-    with django_assert_max_num_queries(19):  # the health panel counts each status (one more: suppressed)
+    with django_assert_max_num_queries(22):  # the health panel counts each status (suppressed too)
         assert operator_client.get(CHANGELIST).status_code == 200
 
     messages = enqueue_messages(60, kind="aviso")
@@ -311,6 +317,6 @@ def test_changelist_query_count_does_not_grow_with_rows(operator_client, django_
             finished_at=timezone.now(),
             outcome=AttemptOutcome.SENT,
         )
-    with django_assert_max_num_queries(19):  # the health panel counts each status (one more: suppressed)
+    with django_assert_max_num_queries(22):  # the health panel counts each status (suppressed too)
         response = operator_client.get(CHANGELIST)
     assert len(response.context["cl"].result_list) == 50

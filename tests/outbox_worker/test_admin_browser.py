@@ -15,14 +15,16 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 from django.db import connection, transaction
+from django.utils import timezone
 
 from backend.enrollments.services import enrollment_create
-from outbox_worker.models import OutboxMessage, OutboxStatus
+from outbox_worker.models import OutboxMessage, OutboxStatus, WorkerHeartbeat
 from outbox_worker.services import outbox_enqueue
 from tests.child_django import free_port
 from tests.factories import make_product
@@ -186,7 +188,8 @@ def test_operator_finds_a_rejected_email_resends_it_and_it_is_delivered(
     static_responses: list[tuple[str, int]] = []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900}, locale="pt-BR")
+        # An operator on an en-US browser, at the laptop size the issue was filed from.
+        page = browser.new_page(viewport={"width": 1366, "height": 1045}, locale="en-US")
         page.on("response", lambda r: static_responses.append((r.url, r.status)) if "/static/" in r.url else None)
         violations = watch_csp_violations(page)
 
@@ -195,38 +198,63 @@ def test_operator_finds_a_rejected_email_resends_it_and_it_is_delivered(
         page.fill("#id_password", PASSWORD)
         page.click("input[type=submit]")
 
-        # The dashboard says one email failed, in pt-BR.
+        # The dashboard says one email failed, in pt-BR, though the browser asks for English.
+        expect(page.locator("html")).to_have_attribute("lang", "pt-br")
         expect(page.locator(".outbox-health-panel")).to_contain_text("Saúde da outbox")
+        expect(page.locator("#changelist-filter")).to_contain_text("Por situação")
         expect(page.locator(".card.status-failed .n")).to_have_text("1")
         expect(page.locator(".failures-24h")).to_have_text("1")
+        # The list fits 1366 px: its last column ends inside the window.
+        sent_column = page.locator("#result_list th.column-sent").bounding_box()
+        assert sent_column["x"] + sent_column["width"] <= 1366
 
-        # Open the failed message and read why.
+        # Open the failed message and read why, in words, with the provider's text behind a toggle.
         page.click(f"#result_list a[href$='/outboxmessage/{failed.pk}/change/'] >> nth=0")
-        expect(page.locator(".outbox-last-error")).to_contain_text("550")
-        expect(page.locator(".inline-group")).to_contain_text("mailbox unavailable: no such user")
-        expect(page.locator(".field-status_label .outbox-status")).to_have_text("falhou")
+        expect(page.locator(".field-last_error_box .outbox-meaning")).to_have_text("O endereço não existe.")
+        expect(page.locator(".field-last_error_box .outbox-next-step")).to_contain_text(
+            "Confira o endereço com o aluno"
+        )
+        expect(page.locator(".field-last_error_box details code")).not_to_be_visible()
+        page.click(".field-last_error_box details summary")
+        expect(page.locator(".field-last_error_box details code")).to_contain_text("550")
+        expect(page.locator(".inline-group")).to_contain_text("O endereço não existe.")
+        expect(page.locator(".field-status_detail .outbox-status")).to_have_text("falhou")
+        expect(page.locator(".field-kind_label")).to_contain_text("Confirmação de matrícula")
+        expect(page.locator(".field-source_link")).to_contain_text(f"Matrícula #{enrollments[0].pk} — Ana Souza")
         expect(page.frame_locator("iframe.outbox-html-preview").locator("body")).to_contain_text("Ana Souza")
+        page.screenshot(path=shots / "admin-failed-message.png", full_page=True)
 
         # Resend: a confirmation page first, then back on the message, queued again.
         page.click(".detail-action-resend_messages")
         expect(page.locator("tr.plan-allowed")).to_contain_text("volta para a fila")
         page.click("input.confirm-action")
-        expect(page.locator(".messagelist")).to_contain_text("Reenvio: 1 mensagem(ns) alterada(s)")
-        expect(page.locator(".field-status_label .outbox-status")).to_have_text("pendente")
+        expect(page.locator(".messagelist")).to_contain_text("Reenvio: 1 mensagem alterada.")
+        expect(page.locator(".field-status_detail .outbox-status")).to_have_text("pendente")
+        expect(page.locator(".outbox-error-history")).to_contain_text("erro anterior")
 
         _run_worker(app_env)
 
-        page.reload()
+        # No reload by hand: the page polls its status (our own script, under the CSP) and refreshes itself.
+        expect(page.locator(".field-status_detail .outbox-status")).to_have_text("enviado", timeout=30_000)
         # Fold the app menu so the screenshots show the page itself at full width.
         page.click("#toggle-nav-sidebar")
-        expect(page.locator(".field-status_label .outbox-status")).to_have_text("enviado")
         expect(page.locator(".inline-group tbody tr.has_original")).to_have_count(2)
         DOCS.mkdir(exist_ok=True)
         page.screenshot(path=shots / "admin-message.png", full_page=True)
 
+        # A worker killed mid-send: the panel says so, and its row can be handed back.
+        stuck = _held_by_a_killed_worker()
         page.goto(f"{gunicorn}/admin/outbox_worker/outboxmessage/")
         expect(page.locator(".card.status-sent .n")).to_have_text("3")
+        expect(page.locator(".worker-dead")).to_contain_text("morto (sem sinal de vida), visto por último em")
         page.screenshot(path=shots / "admin-dashboard.png", full_page=True)
+        page.goto(f"{gunicorn}/admin/outbox_worker/outboxmessage/{stuck.pk}/change/")
+        expect(page.locator(".field-status_detail")).to_contain_text("presa a um worker parado")
+        page.screenshot(path=shots / "admin-held-by-dead-worker.png", full_page=True)
+        page.click(".detail-action-requeue_messages")
+        page.click("input.confirm-action")
+        expect(page.locator(".messagelist")).to_contain_text("Devolução à fila: 1 mensagem alterada.")
+        expect(page.locator(".field-status_detail .outbox-status")).to_have_text("pendente")
         browser.close()
 
     # Every page above ran under the admin's Content-Security-Policy without breaking it.
@@ -240,6 +268,24 @@ def test_operator_finds_a_rejected_email_resends_it_and_it_is_delivered(
     # whitenoise served the admin's collected, hashed static files under gunicorn.
     assert static_responses and all(status == 200 for _, status in static_responses)
     assert any(re.search(r"/static/admin/css/base\.[0-9a-f]{12}\.css$", url) for url, _ in static_responses)
+
+
+def _held_by_a_killed_worker() -> OutboxMessage:
+    """A message a worker was sending when it was killed: its heartbeat stopped ten minutes ago."""
+    long_ago = timezone.now() - timedelta(minutes=10)
+    WorkerHeartbeat.objects.create(
+        worker_id="web-7f9c:4242:killed", hostname="web-7f9c", pid=4242, started_at=long_ago, last_seen_at=long_ago
+    )
+    with transaction.atomic():
+        message = outbox_enqueue(to=["bia@example.com"], subject="Boleto disponível", body_text="Olá, Bia")
+    OutboxMessage.objects.filter(pk=message.pk).update(
+        status=OutboxStatus.SENDING,
+        locked_by="web-7f9c:4242:killed",
+        locked_until=timezone.now() + timedelta(minutes=1),
+        started_at=long_ago,
+        attempts=1,
+    )
+    return message
 
 
 def watch_csp_violations(page) -> list[str]:

@@ -7,7 +7,7 @@ import pytest
 from django.db import transaction
 from django.test import Client
 
-from outbox_worker.admin import PREVIEW_POLICY
+from outbox_worker.admin_display import PREVIEW_POLICY
 from outbox_worker.services import outbox_enqueue
 from tests.staff import make_operator
 

@@ -7,8 +7,8 @@ from django.db import connection
 from django.utils import timezone
 
 from outbox_worker.background import CHANNEL
-from outbox_worker.models import OutboxMessage, OutboxStatus
-from outbox_worker.services import outbox_retry_now
+from outbox_worker.models import OutboxMessage, OutboxStatus, WorkerHeartbeat
+from outbox_worker.services import Refusal, outbox_retry_now
 from tests.factories import enqueue_messages
 
 pytestmark = pytest.mark.django_db
@@ -29,10 +29,10 @@ def test_retry_now_makes_a_message_waiting_for_backoff_due_without_touching_its_
 @pytest.mark.parametrize(
     ("status", "lease", "reason"),
     [
-        (OutboxStatus.SENDING, timedelta(minutes=1), "um worker está entregando agora"),
-        (OutboxStatus.SENT, None, "só mensagens pendentes"),
-        (OutboxStatus.FAILED, None, "só mensagens pendentes"),
-        (OutboxStatus.CANCELLED, None, "só mensagens pendentes"),
+        (OutboxStatus.SENDING, timedelta(minutes=1), Refusal.HELD),
+        (OutboxStatus.SENT, None, Refusal.NOT_WAITING),
+        (OutboxStatus.FAILED, None, Refusal.NOT_WAITING),
+        (OutboxStatus.CANCELLED, None, Refusal.NOT_WAITING),
     ],
 )
 def test_retry_now_refuses_messages_that_are_not_waiting(status, lease, reason):
@@ -42,10 +42,14 @@ def test_retry_now_refuses_messages_that_are_not_waiting(status, lease, reason):
         status=status, locked_by="w1" if lease else "", locked_until=timezone.now() + lease if lease else None
     )
 
+    if lease:
+        now = timezone.now()
+        WorkerHeartbeat.objects.create(worker_id="w1", hostname="h", pid=1, started_at=now, last_seen_at=now)
+
     report = outbox_retry_now(message_ids=[message.pk])
 
     assert report.changed == []
-    assert reason in report.refused[message.pk]
+    assert report.refused[message.pk] == reason
     message.refresh_from_db()
     assert message.available_at == later
 
@@ -55,7 +59,7 @@ def test_retry_now_refuses_a_message_that_is_already_due():
 
     report = outbox_retry_now(message_ids=[message.pk])
 
-    assert report.refused == {message.pk: "já está pronta para envio"}
+    assert report.refused == {message.pk: Refusal.ALREADY_DUE}
 
 
 @pytest.mark.postgres

@@ -11,7 +11,7 @@ from outbox_worker.selectors import (
     outbox_kinds,
     outbox_search,
 )
-from outbox_worker.services import outbox_cancel, outbox_resend, outbox_retry_now
+from outbox_worker.services import outbox_cancel, outbox_requeue, outbox_resend, outbox_retry_now
 from tests.factories import enqueue_messages
 
 pytestmark = pytest.mark.django_db
@@ -60,7 +60,13 @@ def test_dashboard_counts_backlog_failures_and_workers():
     assert health.oldest_due_age == timedelta(minutes=30)
     # The attempt 30 h ago is outside the window; the one 3 h ago is a failure but not a live worker.
     assert (health.sent_24h, health.failures_24h) == (1, 2)
-    assert [(w.worker_id, w.holding) for w in health.workers] == [("worker-b", 1), ("worker-idle", 0), ("worker-a", 0)]
+    # Workers are known by their heartbeat alone (the claim's definition): worker-b holds a
+    # row but has no heartbeat, so its row counts as left behind (stalled), not held.
+    assert [(w.worker_id, w.alive, w.holding) for w in health.workers] == [
+        ("worker-idle", True, 0),
+        ("worker-dead", False, 0),
+    ]
+    assert health.stalled.value == 1
     assert len(health.hours) in (24, 25)
     assert sum(bucket.failed for bucket in health.hours[-4:]) == 2
 
@@ -104,6 +110,12 @@ STATES = {
     "waiting": {"available_at": timezone.now() + timedelta(hours=1)},
     "held": {"status": OutboxStatus.SENDING, "locked_by": "w1", "locked_until": timezone.now() + timedelta(hours=1)},
     "lease_expired": {"status": OutboxStatus.SENDING, "locked_by": "w1", "locked_until": timezone.now()},
+    # Lease still running, but its holder's heartbeat went stale: the claim would take it back.
+    "holder_dead": {
+        "status": OutboxStatus.SENDING,
+        "locked_by": "dead",
+        "locked_until": timezone.now() + timedelta(hours=1),
+    },
     "sent": {"status": OutboxStatus.SENT},
     "failed": {"status": OutboxStatus.FAILED},
     "cancelled": {"status": OutboxStatus.CANCELLED},
@@ -112,9 +124,20 @@ STATES = {
 
 @pytest.mark.parametrize("state", STATES)
 @pytest.mark.parametrize(
-    ("action", "service"), [("resend", outbox_resend), ("retry_now", outbox_retry_now), ("cancel", outbox_cancel)]
+    ("action", "service"),
+    [
+        ("resend", outbox_resend),
+        ("retry_now", outbox_retry_now),
+        ("cancel", outbox_cancel),
+        ("requeue", outbox_requeue),
+    ],
 )
 def test_confirmation_page_plan_agrees_with_what_the_service_then_does(state, action, service):
+    now = timezone.now()
+    WorkerHeartbeat.objects.create(worker_id="w1", hostname="h", pid=1, started_at=now, last_seen_at=now)
+    WorkerHeartbeat.objects.create(
+        worker_id="dead", hostname="h", pid=2, started_at=now, last_seen_at=now - timedelta(minutes=10)
+    )
     [message] = enqueue_messages(1)
     OutboxMessage.objects.filter(pk=message.pk).update(**STATES[state])
 
@@ -123,4 +146,4 @@ def test_confirmation_page_plan_agrees_with_what_the_service_then_does(state, ac
 
     did_something = message.pk in report.changed or message.pk in report.created
     assert plan.allowed == did_something
-    assert plan.description.startswith("recusada") == (message.pk in report.refused)
+    assert plan.refusal == report.refused.get(message.pk)

@@ -95,7 +95,9 @@ def test_sigterm_during_a_batch_finishes_the_message_in_hand_and_releases_the_re
         (0, "")
     }
     assert "outbox.released" in (tmp_path / "worker.log").read_text()
-    assert not WorkerHeartbeat.objects.exists()  # gone at once, not left to go stale
+    # Not alive at once (not left to go stale), and kept as "stopped" for operators.
+    assert not WorkerHeartbeat.objects.alive().exists()
+    assert WorkerHeartbeat.objects.stopped().count() == WorkerHeartbeat.objects.count() > 0
 
 
 def test_the_worker_leaves_commit_durability_and_connection_hooks_as_it_found_them(smtp_server, smtp_backend_factory):

@@ -5,7 +5,7 @@ from datetime import timedelta
 from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 
-from outbox_worker.services import FINISHED_STATUSES, outbox_prune
+from outbox_worker.services import FINISHED_STATUSES, outbox_prune, outbox_prune_heartbeats
 
 FINISHED = list(FINISHED_STATUSES)
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -27,7 +27,10 @@ def statuses(text: str) -> list[str]:
 
 
 class Command(BaseCommand):
-    help = "Delete finished outbox messages (and their attempts) older than --older-than, in batches."
+    help = (
+        "Delete finished outbox messages (and their attempts) older than --older-than, in batches, "
+        "and the heartbeats of dead workers last seen before then."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
@@ -47,7 +50,9 @@ class Command(BaseCommand):
             before=cutoff, statuses=options["status"], batch_size=max(1, options["batch_size"]),
             dry_run=options["dry_run"],
         )  # fmt: skip
+        heartbeats = outbox_prune_heartbeats(before=cutoff, dry_run=options["dry_run"])
         verb = "would delete" if options["dry_run"] else "deleted"
         self.stdout.write(
             f"{verb} {deleted} messages ({', '.join(options['status'])}) last changed before {cutoff:%Y-%m-%d %H:%M%z}"
         )
+        self.stdout.write(f"{verb} {heartbeats} heartbeats of dead workers last seen before then")

@@ -3,6 +3,7 @@ from datetime import datetime
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from outbox_worker.selectors import outbox_health
 
@@ -31,7 +32,8 @@ class Command(BaseCommand):
             self.stdout.write(f"messages: {counts}")
             self.stdout.write(f"oldest due message waiting: {age}")
             self.stdout.write(f"failed in the last hour: {health.failed_last_hour}")
-            self.stdout.write(f"workers seen in the last 5 minutes: {len(health.workers)}")
+            # Alive by the heartbeat, as the claim and the admin judge it (WorkerHeartbeat.objects.alive()).
+            self.stdout.write(f"live workers: {len(health.workers)}")
             for worker in health.workers:
                 self.stdout.write(f"  {worker['worker_id']} last seen {worker['last_seen_at']:%Y-%m-%d %H:%M:%S%z}")
                 if worker["paused_since"] is not None:
@@ -49,4 +51,5 @@ class Command(BaseCommand):
 def pause_line(since: datetime, reason: str) -> str:
     """Say, in the operators' language, since when and why a worker holds delivery back."""
     one_line = " ".join(reason.split())  # an API's error text may span lines
-    return f"entrega pausada desde {timezone.localtime(since):%d/%m/%Y %H:%M:%S} : {one_line}"
+    moment = f"{timezone.localtime(since):%d/%m/%Y %H:%M:%S}"
+    return _("delivery paused since %(since)s : %(reason)s") % {"since": moment, "reason": one_line}
