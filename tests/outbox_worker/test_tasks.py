@@ -154,3 +154,27 @@ def test_emails_and_tasks_both_progress_when_both_queues_are_full(make_worker, s
     # Tasks ran while emails were still queued, and emails went out between task batches.
     assert seen[0] < 40
     assert seen[-1] > seen[0]
+
+
+@pytest.mark.django_db
+def test_a_task_whose_workers_died_twice_running_it_is_failed_without_running_again(make_worker, tmp_path):
+    result = tasks.record.enqueue(str(tmp_path), "suspect")
+    # As a worker killed mid-run leaves it: held, started, by a worker with no heartbeat; once interrupted before.
+    OutboxTask.objects.filter(pk=result.id).update(
+        status=TaskStatus.RUNNING, locked_by="dead:1:abc", locked_until=timezone.now() - timedelta(seconds=1),
+        started_at=timezone.now(), attempts=2, interruptions=1,
+    )  # fmt: skip
+    make_worker().run()
+    row = OutboxTask.objects.get(pk=result.id)
+    assert (row.status, row.interruptions, row.attempts) == (TaskStatus.FAILED, 2, 2)
+    assert "interrupted 2 times" in row.last_error
+    assert not (tmp_path / "runs.log").exists()
+
+
+@pytest.mark.django_db
+def test_a_return_value_that_is_not_json_fails_the_task_without_running_it_again(make_worker):
+    result = tasks.return_a_set.enqueue()
+    make_worker().run()
+    row = OutboxTask.objects.get(pk=result.id)
+    assert (row.status, row.attempts) == (TaskStatus.FAILED, 1)
+    assert "return value must be JSON" in row.last_error
