@@ -29,8 +29,8 @@ SETTINGS = "bench.tasksite.settings"
 
 def side_env(side: str, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(DJANGO_SETTINGS_MODULE=SETTINGS, BENCH_TASKS_SIDE=side, PYTHONPATH=str(common.ROOT), **extra)
     env.pop("DATABASE_URL", None)
+    env.update({"DJANGO_SETTINGS_MODULE": SETTINGS, "BENCH_TASKS_SIDE": side, "PYTHONPATH": str(common.ROOT), **extra})
     return env
 
 
@@ -158,10 +158,49 @@ def bench_kill9(watch_seconds: float) -> dict:
             "seconds_to_finish_after_kill": round(time.monotonic() - killed_at, 1) if came_back else None,
             "status_at_end": statuses[-1],
             "watched_s": watch_seconds,
-            "run_twice": (folder / "done").exists() and came_back,
+            "finished_by_second_worker": (folder / "done").exists(),
         }
         log(f"kill -9 {side}: {results[side]}")
     return results
+
+
+def email_drain_before_after(rounds: int, count: int, baseline: Path) -> dict:
+    """The email drain (`outbox_worker --once`) by this tree's worker vs `baseline`'s (an export of main).
+
+    Both trees run with the same settings (backend.settings from the environment) on
+    bench_tasks_ours, against bench/sink.py; the rate is first to last accept.
+    """
+    rates: dict[str, list[float]] = {"baseline": [], "this": []}
+    trees = {"baseline": baseline, "this": common.ROOT}
+    for n in range(rounds):
+        for which in ("baseline", "this") if n % 2 == 0 else ("this", "baseline"):
+            child("ours", "reset-emails")
+            child("ours", "fill-emails", str(count))
+            sink = common.Sink(f"tasks-email-{which}-{n}").start()
+            env = side_env("ours", EMAIL_URL=f"smtp://127.0.0.1:{sink.port}", SECRET_KEY="bench-only-not-secret",
+                           ALLOWED_HOSTS="127.0.0.1", DATABASE_URL=f"{common.PG_URL}/bench_tasks_ours",
+                           PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=str(trees[which]))  # fmt: skip
+            env.pop("DJANGO_SETTINGS_MODULE")
+            proc = _proc_in(trees[which], f"tasks-email-{which}-{n}", env)
+            sink.wait_for(count, 600, [proc])
+            proc.wait(timeout=60)
+            rates[which].append(sink.rate())
+            sink.proc.stop()
+            log(f"email drain round {n + 1} {which}: {rates[which][-1]:.0f}/s ({len(sink.accepts)} accepted)")
+    ratios = [t / b for t, b in zip(rates["this"], rates["baseline"], strict=True)]
+    return {"count": count, "rates_per_s": rates, "ratio_this_over_baseline_median": statistics.median(ratios)}
+
+
+def _proc_in(tree: Path, name: str, env: dict[str, str]) -> Proc:
+    """`manage.py outbox_worker --once` run from `tree` (Proc runs from this tree only)."""
+    common.LOGS.mkdir(exist_ok=True)
+    proc = Proc.__new__(Proc)
+    proc.name, proc.log_path = name, common.LOGS / f"{name}.log"
+    proc.log = open(proc.log_path, "w")
+    proc.started, proc.ended = time.time(), None
+    proc.popen = subprocess.Popen([common.PY, "manage.py", "outbox_worker", "--once"], cwd=tree, env=env,
+                                  stdout=proc.log, stderr=subprocess.STDOUT)  # fmt: skip
+    return proc
 
 
 def setup() -> None:
@@ -174,7 +213,11 @@ def setup() -> None:
 
 
 def run(quick: bool) -> dict:
-    """All four measurements; bench/run saves the result (bench/results/tasks.json) and this draws the chart."""
+    """All four measurements; bench/run saves the result (bench/results/tasks.json) and this draws the chart.
+
+    With BENCH_BASELINE_TREE (an export of main, e.g. `git archive main | tar -x -C DIR`), also the
+    email drain of that tree's worker vs this one's: what serving tasks costs the email path.
+    """
     setup()
     result = {
         "enqueue": bench_enqueue(rounds=2 if quick else 4, count=200 if quick else 1000),
@@ -182,6 +225,8 @@ def run(quick: bool) -> dict:
         "latency": bench_latency(rate=20, seconds=5 if quick else 15),
         "kill9": bench_kill9(watch_seconds=40 if quick else 90),
     }
+    if baseline := os.environ.get("BENCH_BASELINE_TREE"):
+        result["email_drain"] = email_drain_before_after(1 if quick else 3, 1000 if quick else 5000, Path(baseline))
     chart(result, common.DOCS / ("bench-tasks-quick.png" if quick else "bench-tasks.png"))
     return result
 
@@ -246,6 +291,21 @@ def _child(args: list[str]) -> dict:
             with transaction.atomic():
                 fns.noop.enqueue()
         return {"us_per_enqueue": (time.perf_counter() - started) / count * 1e6}
+    if action == "reset-emails":
+        from outbox_worker.models import DeliveryAttempt, OutboxMessage
+
+        with connection.cursor() as cursor:
+            tables = [DeliveryAttempt._meta.db_table, OutboxMessage._meta.db_table, WorkerHeartbeat._meta.db_table]
+            cursor.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+        return {"ok": True}
+    if action == "fill-emails":
+        from outbox_worker.services import outbox_enqueue
+
+        with transaction.atomic():
+            for n in range(int(rest[0])):
+                body = "Olá! Sua matrícula foi confirmada.\n" * 20
+                outbox_enqueue(to=[f"aluno{n}@example.com"], subject=f"Matrícula {n}", body_text=body, dedup_key=f"{n}")
+        return {"ok": True}
     if action == "fill":
         with transaction.atomic():
             for _ in range(int(rest[0])):

@@ -52,14 +52,17 @@ def json_arguments(args: Any, kwargs: Any) -> tuple[list, dict]:
     Checked at enqueue, where the caller can still react: a value that is not
     JSON (a model instance, a datetime, NaN) would otherwise fail on the worker.
     """
+    return json_value(list(args), what="task arguments"), json_value(dict(kwargs), what="task arguments")
+
+
+def json_value(value: Any, *, what: str) -> Any:
+    """Return `value` as the JSON it will be stored as, or raise InvalidTaskError naming `what`."""
     try:
-        args, kwargs = normalize_json(list(args)), normalize_json(dict(kwargs))
-        json.dumps([args, kwargs], allow_nan=False)
+        value = normalize_json(value)
+        json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise InvalidTaskError(
-            f"task arguments must be JSON (str, int, float, bool, None, list, dict): {exc}"
-        ) from None
-    return args, kwargs
+        raise InvalidTaskError(f"{what} must be JSON (str, int, float, bool, None, list, dict): {exc}") from None
+    return value
 
 
 def load_task(task_path: str) -> Task:

@@ -29,7 +29,7 @@ from .logevents import log_event
 from .models import OutboxTask, TaskStatus
 from .outcomes import QUARANTINE_AFTER, with_database_retry
 from .retry import RetryPolicy
-from .tasks import PermanentTaskError, json_arguments, load_task, task_result_from_row
+from .tasks import PermanentTaskError, json_value, load_task, task_result_from_row
 from .transitions import _held, outbox_release
 
 logger = logging.getLogger("outbox_worker.worker")
@@ -109,7 +109,7 @@ def run_task(row: OutboxTask, *, policy: RetryPolicy) -> TaskOutcome:
     except Exception as exc:  # noqa: BLE001 - any other error is the task's, retried
         return _retry_or_fail(row, [*errors, _error(exc)], policy)
     try:
-        return_value = json_arguments([raw_value], {})[0][0]
+        return_value = json_value(raw_value, what="the task's return value")
     except InvalidTaskError as exc:
         # It ran; running it again would only repeat its side effects.
         return TaskOutcome(row.pk, TaskStatus.FAILED, errors=[*errors, _error(exc)])
@@ -139,7 +139,7 @@ class TaskRunner:
 
     def __init__(
         self, *, worker_id: str, queues: Sequence[str] | None, batch_size: int, lease_seconds: float,
-        policy: RetryPolicy, stopping: Callable[[], bool],
+        policy: RetryPolicy, stopping: Callable[[], bool], recheck_every: float = 2.0,
     ) -> None:  # fmt: skip
         self.worker_id = worker_id
         self.queues = list(queues) if queues is not None else None
@@ -150,6 +150,11 @@ class TaskRunner:
         self._lock = threading.Lock()
         self._in_hand: set[int] = set()
         self.stats: Counter[str] = Counter()  # task_succeeded, task_retry, task_failed
+        # After a claim that found nothing, emails in full flow do not pay for a
+        # task claim on every turn: the next one waits for a wake-up (NOTIFY, by
+        # Waker generation) or `recheck_every` seconds, the same as an idle worker.
+        self.recheck_every = recheck_every
+        self._found_nothing: tuple[float, int | None] | None = None  # (monotonic time, generation)
 
     def in_hand(self) -> list[int]:
         with self._lock:
@@ -164,15 +169,29 @@ class TaskRunner:
         rows = OutboxTask.objects.filter(status=TaskStatus.RUNNING).exclude(locked_by=self.worker_id)
         return (rows.filter(queue_name__in=self.queues) if self.queues is not None else rows).exists()
 
-    def process_batch(self) -> int:
+    def _may_skip(self, generation: int | None) -> bool:
+        with self._lock:
+            found_nothing = self._found_nothing
+        if found_nothing is None:
+            return False
+        at, seen_generation = found_nothing
+        return seen_generation == generation and time.monotonic() - at < self.recheck_every
+
+    def process_batch(self, *, force: bool = True, generation: int | None = None) -> int:
         """Claim and run one batch of tasks; return how many were claimed.
 
+        Without `force`, a claim is skipped (0) while the last one found nothing
+        and no wake-up (`generation`) or `recheck_every` seconds came since.
         Stops between tasks on shutdown: the task in hand runs to its end, the
         rest go back at once, uncharged.
         """
+        if not force and self._may_skip(generation):
+            return 0
         rows = task_claim_batch(
             worker_id=self.worker_id, limit=self.batch_size, lease_seconds=self.lease_seconds, queues=self.queues
         )
+        with self._lock:
+            self._found_nothing = None if rows else (time.monotonic(), generation)
         if not rows:
             return 0
         self._hold([row.pk for row in rows], True)

@@ -117,7 +117,7 @@ class OutboxWorker:
             self.tasks = TaskRunner(
                 worker_id=self.worker_id, queues=queues, lease_seconds=self.lease_seconds,
                 batch_size=min(self.claim_size, outbox_settings.TASK_BATCH_SIZE),
-                policy=self.policy, stopping=lambda: self.stopping,
+                policy=self.policy, stopping=lambda: self.stopping, recheck_every=max(0.2, self.poll_interval),
             )  # fmt: skip
 
     # --- lifecycle ---------------------------------------------------------
@@ -224,7 +224,9 @@ class OutboxWorker:
                 admission = self._admission_to_claim(wait=self.tasks is None)
                 try:
                     claimed = self.process_batch(backend, admission=admission) if admission is not None else 0
-                    ran = self.tasks.process_batch() if self.tasks is not None else 0
+                    # Emails in flow: tasks are checked on a wake-up or every poll
+                    # interval; no email due: always (the idle path, and --once's end).
+                    ran = self.tasks.process_batch(force=claimed == 0, generation=since) if self.tasks else 0
                     failures = 0
                 except Exception as exc:  # noqa: BLE001 - one bad turn must never stop the queue
                     close_quietly(backend)

@@ -79,3 +79,8 @@ OBSERVERS: list = []
 def observe(label: str) -> None:
     for observer in OBSERVERS:
         observer(label)
+
+
+@task()
+def return_a_set() -> set:
+    return {1, 2}

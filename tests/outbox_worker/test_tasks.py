@@ -1,8 +1,10 @@
 """The Django Tasks backend: enqueue in the caller's transaction, run by the outbox worker, results back."""
 
 from datetime import timedelta
+from io import StringIO
 
 import pytest
+from django.core.management import call_command
 from django.db import transaction
 from django.utils import timezone
 from django_tasks import TaskResultStatus
@@ -10,7 +12,9 @@ from django_tasks.exceptions import InvalidTaskError, TaskResultDoesNotExist
 
 from outbox_worker.conf import outbox_settings
 from outbox_worker.models import OutboxTask, TaskStatus
+from outbox_worker.retry import RetryPolicy
 from outbox_worker.tasks import TaskOutsideTransaction
+from outbox_worker.tasks_run import TaskRunner
 from tests.factories import enqueue_messages
 from tests.outbox_worker import task_functions as tasks
 
@@ -154,3 +158,50 @@ def test_emails_and_tasks_both_progress_when_both_queues_are_full(make_worker, s
     # Tasks ran while emails were still queued, and emails went out between task batches.
     assert seen[0] < 40
     assert seen[-1] > seen[0]
+
+
+@pytest.mark.django_db
+def test_a_task_whose_workers_died_twice_running_it_is_failed_without_running_again(make_worker, tmp_path):
+    result = tasks.record.enqueue(str(tmp_path), "suspect")
+    # As a worker killed mid-run leaves it: held, started, by a worker with no heartbeat; once interrupted before.
+    OutboxTask.objects.filter(pk=result.id).update(
+        status=TaskStatus.RUNNING, locked_by="dead:1:abc", locked_until=timezone.now() - timedelta(seconds=1),
+        started_at=timezone.now(), attempts=2, interruptions=1,
+    )  # fmt: skip
+    make_worker().run()
+    row = OutboxTask.objects.get(pk=result.id)
+    assert (row.status, row.interruptions, row.attempts) == (TaskStatus.FAILED, 2, 2)
+    assert "interrupted 2 times" in row.last_error
+    assert not (tmp_path / "runs.log").exists()
+
+
+@pytest.mark.django_db
+def test_a_return_value_that_is_not_json_fails_the_task_without_running_it_again(make_worker):
+    result = tasks.return_a_set.enqueue()
+    make_worker().run()
+    row = OutboxTask.objects.get(pk=result.id)
+    assert (row.status, row.attempts) == (TaskStatus.FAILED, 1)
+    assert "return value must be JSON" in row.last_error
+
+
+@pytest.mark.django_db
+def test_the_command_runs_only_the_queues_named_by_its_queues_option():
+    reports = tasks.in_reports_queue.enqueue()
+    default = tasks.noop.enqueue()
+    call_command("outbox_worker", "--once", "--poll-interval", "0", "--queues", "reports, other", stdout=StringIO())
+    assert OutboxTask.objects.get(pk=reports.id).status == TaskStatus.SUCCEEDED
+    assert OutboxTask.objects.get(pk=default.id).status == TaskStatus.PENDING
+
+
+@pytest.mark.django_db
+def test_while_emails_flow_an_empty_task_queue_is_claimed_again_only_after_a_wake_up():
+    runner = TaskRunner(worker_id="w:1:a", queues=None, batch_size=10, lease_seconds=60,
+                        policy=RetryPolicy.from_settings(), stopping=lambda: False, recheck_every=3600)  # fmt: skip
+    assert runner.process_batch(force=False, generation=1) == 0  # claimed: nothing there
+    result = tasks.noop.enqueue()
+    assert runner.process_batch(force=False, generation=1) == 0  # skipped: no wake-up since
+    assert OutboxTask.objects.get(pk=result.id).status == TaskStatus.PENDING
+    assert runner.process_batch(force=False, generation=2) == 1  # NOTIFY bumped the generation
+    assert OutboxTask.objects.get(pk=result.id).status == TaskStatus.SUCCEEDED
+    tasks.noop.enqueue()
+    assert runner.process_batch(force=False, generation=2) == 1  # the last claim found work: claim again
