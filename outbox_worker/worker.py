@@ -149,8 +149,9 @@ class OutboxWorker:
         inline = connection.in_atomic_block
         listen = self.notify and not self.once and not inline and connection.vendor == "postgresql"
         log_event(
-            logger, logging.INFO, "outbox.worker_started", worker=self.worker_id, concurrency=self.concurrency,
-            batch_size=self.batch_size, poll_interval=self.poll_interval, lease_seconds=self.lease_seconds,
+            logger, logging.INFO, "outbox.worker_started", worker=self.worker_id,
+            concurrency=1 if inline else self.concurrency, batch_size=self.batch_size,
+            poll_interval=self.poll_interval, lease_seconds=self.lease_seconds,
             send_deadline=self.deadline.seconds, notify=listen,
         )  # fmt: skip
         if getattr(settings, "EMAIL_TIMEOUT", None) is None:
@@ -173,7 +174,9 @@ class OutboxWorker:
         if listener is not None:
             listener.start()
         try:
-            if self.concurrency == 1:
+            # Sender threads would each open a connection of their own, and those
+            # cannot see the caller's uncommitted rows: an inline run sends alone.
+            if self.concurrency == 1 or inline:
                 self._sender_loop()
             else:
                 threads = [
