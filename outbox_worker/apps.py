@@ -9,5 +9,11 @@ class OutboxWorkerConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Connects the receiver of anymail's `tracking` signal (provider delivery events).
+        # Connects the receiver of anymail's `tracking` signal (provider delivery
+        # events). django-anymail is an optional extra: without it there are no
+        # webhooks to receive, and the outbox works with any email backend.
+        try:
+            import anymail  # noqa: F401
+        except ImportError:
+            return
         from . import tracking  # noqa: F401
