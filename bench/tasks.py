@@ -205,6 +205,8 @@ def task_index_audit(args: argparse.Namespace) -> dict:
     claim_params = {
         "sending": OutboxStatus.SENDING, "pending": OutboxStatus.PENDING, "worker": "audit", "now": now,
         "until": now + timedelta(seconds=120), "limit": 50,
+        # The claim takes its time from the database and its staleness from here (claim.claim_batch).
+        "lease": 120.0, "stale": -20.0,
     }  # fmt: skip
     queries = {
         "claim (claim.py)": ("sql", claim._POSTGRES_CLAIM, claim_params),
@@ -492,6 +494,9 @@ def task_claim_time(args: argparse.Namespace) -> dict:
         "now": now,
         "until": now + timedelta(seconds=120),
         "limit": args.limit,
+        # The claim takes its time from the database and its staleness from here (claim.claim_batch).
+        "lease": 120.0,
+        "stale": -20.0,
     }
     explain = {}
     for rep in range(args.reps + 5):
