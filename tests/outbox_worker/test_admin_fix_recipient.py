@@ -1,4 +1,4 @@
-"""A bounced or failed message's page links to the host's "fix the address and resend" page, through the registry."""
+"""An undelivered message's way out (the host's fix-the-address page, via the registry) and the suppressed badge."""
 
 import pytest
 from django.urls import reverse
@@ -6,6 +6,7 @@ from django.urls import reverse
 from backend.enrollments.models import Enrollment
 from backend.enrollments.services import enrollment_create
 from outbox_worker import registry
+from outbox_worker.admin_display import STATUS_COLOURS
 from outbox_worker.models import DeliveryStatus, OutboxMessage, OutboxStatus
 from tests.factories import make_product
 from tests.staff import make_operator, make_staff
@@ -93,3 +94,18 @@ def test_a_source_the_host_has_no_fix_page_for_offers_none(client, settings):
     client.force_login(make_operator())
 
     assert "outbox-fix-recipient" not in client.get(message_page(message)).content.decode()
+
+
+def test_every_status_badge_has_a_colour_of_its_own():
+    assert set(STATUS_COLOURS) == set(OutboxStatus.values)
+    assert len(set(STATUS_COLOURS.values())) == len(STATUS_COLOURS)
+
+
+def test_a_suppressed_message_shows_its_own_badge(client, enrollment):
+    message = OutboxMessage.objects.get(source=enrollment.outbox_source)
+    OutboxMessage.objects.filter(pk=message.pk).update(status=OutboxStatus.SUPPRESSED)
+    client.force_login(make_operator())
+
+    page = client.get(reverse("admin:outbox_worker_outboxmessage_changelist")).content.decode()
+
+    assert f'outbox-status-suppressed" style="color:#fff;background:{STATUS_COLOURS[OutboxStatus.SUPPRESSED]}' in page
