@@ -63,6 +63,11 @@ export default defineRailway((ctx) => {
       // (RAILWAY_PUBLIC_DOMAIN) is allowed and trusted for CSRF by itself.
       ALLOWED_HOSTS: preserve(),
       CSRF_TRUSTED_ORIGINS: preserve(),
+      // SECRET: the provider's delivery events (delivered, bounced, spam) reach
+      // web at /webhooks/anymail/<provider>/tracking/ with this basic auth,
+      // "USER:PASS" (README, "Delivery events"). Unset, every event is refused.
+      //   railway variables --service web --set "ANYMAIL_WEBHOOK_SECRET=<user>:<long random password>"
+      ANYMAIL_WEBHOOK_SECRET: preserve(),
     },
   });
 

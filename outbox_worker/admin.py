@@ -34,7 +34,7 @@ from .admin_health import chart_columns
 from .admin_list import CappedCountPaginator, KindFilter, OutboxChangeList
 from .admin_text import REFUSALS, local_datetime, plan_text
 from .conf import outbox_settings
-from .models import DeliveryAttempt, OutboxMessage, OutboxStatus
+from .models import DeliveryAttempt, DeliveryStatus, OutboxMessage, OutboxStatus
 from .registry import outbox_registry, source_admin_url
 from .selectors import (
     outbox_action_plan,
@@ -103,7 +103,7 @@ OPERATOR_ACTIONS = {
 
 @admin.register(OutboxMessage)
 class OutboxMessageAdmin(admin.ModelAdmin):
-    # Seven narrow columns fit 1366 px beside the menu and the filters: long
+    # Eight narrow columns (with admin_tracking's delivery) fit 1366 px beside the filters, the app menu folded: long
     # addresses and subjects are cut (whole on hover); the next attempt rides in the status.
     list_display = ["id", "recipients_short", "subject_short", "status_label", "attempts_label", "created", "sent"]
     list_display_links = ["id", "subject_short"]
@@ -207,8 +207,28 @@ class OutboxMessageAdmin(admin.ModelAdmin):
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
     ) -> HttpResponse:
-        extra_context = {**(extra_context or {}), "detail_actions": self._detail_actions(request, object_id)}
+        extra_context = {
+            **(extra_context or {}),
+            "detail_actions": self._detail_actions(request, object_id),
+            "fix_recipient_url": self._fix_recipient_url(request, object_id),
+        }
         return super().change_view(request, object_id, form_url, extra_context)
+
+    def _fix_recipient_url(self, request: HttpRequest, object_id: str) -> str | None:
+        """The host's page to correct this message's address and send again, when the address is what failed.
+
+        Offered for a message that failed, was held by the suppression list, or that the
+        provider bounced or rejected; the host decides whether its source has such a page
+        and whether this user may use it (registry.fix_recipient_url).
+        """
+        message = self.get_object(request, object_id)
+        if message is None or not message.source:
+            return None
+        undelivered = message.status in (OutboxStatus.FAILED, OutboxStatus.SUPPRESSED) or message.delivery_status in (
+            DeliveryStatus.BOUNCED,
+            DeliveryStatus.REJECTED,
+        )
+        return outbox_registry().fix_recipient_url(message.source, request.user) if undelivered else None
 
     def _detail_actions(self, request: HttpRequest, object_id: str) -> list[tuple[str, str]]:
         """The actions this user may run on this message that would do something now."""
@@ -237,7 +257,7 @@ class OutboxMessageAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("subject"), ordering="subject")
     def subject_short(self, message: OutboxMessage) -> SafeString:
-        return one_line(message.subject, "16rem")
+        return one_line(message.subject, "12rem")
 
     @admin.display(description=_("to"))
     def recipients(self, message: OutboxMessage) -> str:

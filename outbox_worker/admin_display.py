@@ -21,6 +21,9 @@ STATUS_COLOURS = {
     OutboxStatus.SENT: "#1e7b34",
     OutboxStatus.FAILED: "#b3261e",
     OutboxStatus.CANCELLED: "#666",
+    # Held by the suppression list: not a delivery failure (red) nor an operator's
+    # cancel (grey); an address to correct or a suppression to lift.
+    OutboxStatus.SUPPRESSED: "#6b3fa0",
 }
 
 

@@ -94,7 +94,8 @@ def _extend_message_admin(model_admin: type[admin.ModelAdmin]) -> None:
     model_admin.inlines = [*model_admin.inlines, DeliveryEventInline]
     if model_admin.fieldsets:
         (title, options), *rest = model_admin.fieldsets
-        fields = _after(options.get("fields", []), "status_label", "delivery")
+        # Right under the status ("enviado", then "devolvido"): the two halves of the message's fate.
+        fields = _after(options.get("fields", []), "status_detail", "delivery")
         model_admin.fieldsets = [(title, {**options, "fields": fields}), *rest]
     model_admin.readonly_fields = [*model_admin.readonly_fields, "delivery"]
 

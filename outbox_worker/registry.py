@@ -11,6 +11,9 @@ host project tells the admin how to show and find them by pointing the
     def search_sources(term: str) -> list[str] | None
         the sources an operator's search term names ("order 42"), or None when it names none
     SEARCH_HELP: str                              one line on those shortcuts, shown under the search box
+    def fix_recipient_url(source: str, user) -> str | None
+        the host's page where `user` may correct the recipient of `source` and send again, or None
+        (no such page for this source, or `user` may not use it); offered on a bounced or failed message
 
 Whatever the module leaves out shows the raw value, which is also the
 default without the setting.
@@ -20,9 +23,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import import_module
+from typing import Any
 
 from django.conf import settings
 from django.urls import NoReverseMatch, reverse
+
+
+def _no_fix_page(source: str, user: Any) -> str | None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -31,6 +39,7 @@ class OutboxRegistry:
     source_labels: Callable[[list[str]], dict[str, str]]
     search_sources: Callable[[str], list[str] | None]
     search_help: str = ""
+    fix_recipient_url: Callable[[str, Any], str | None] = _no_fix_page
 
     def kind_label(self, kind: str) -> str:
         return str(self.kind_labels.get(kind, kind)) if kind else ""
@@ -61,6 +70,7 @@ def _load(path: str) -> OutboxRegistry:
         source_labels=getattr(module, "source_labels", _no_labels),
         search_sources=getattr(module, "search_sources", _no_shortcuts),
         search_help=str(getattr(module, "SEARCH_HELP", "")),
+        fix_recipient_url=getattr(module, "fix_recipient_url", _no_fix_page),
     )
 
 

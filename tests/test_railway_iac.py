@@ -142,3 +142,9 @@ def test_the_railway_package_is_pinned_exactly():
 
 def test_no_config_as_code_file_is_left_to_look_alive():
     assert not list(ROOT.glob("railway.json")) + list(ROOT.glob("railway.toml")) + list(ROOT.glob("deploy/*.json"))
+
+
+def test_web_keeps_the_webhook_secret_set_in_railway():
+    # Delivery events reach web only; the secret is set in Railway and never written here.
+    assert railway_services()["web"]["variables"]["ANYMAIL_WEBHOOK_SECRET"] == {"type": "preserve"}
+    assert "ANYMAIL_WEBHOOK_SECRET" not in railway_services()["worker"]["variables"]

@@ -27,3 +27,16 @@ def search_sources(term: str) -> list[str] | None:
     """The enrollment an operator's search names ("matrícula 42"), so the search is an index lookup."""
     match = _ENROLLMENT_TERM.match(term)
     return [f"{_ENROLLMENT_SOURCE}{match.group(1)}"] if match else None
+
+
+def fix_recipient_url(source: str, user) -> str | None:
+    """The enrollment page that corrects the student's address and resends, for a user allowed to use it.
+
+    The same permissions as that page itself (EnrollmentAdmin.has_fix_email_permission): it changes
+    the enrollment and queues an email.
+    """
+    if not (user.has_perm("outbox_worker.resend_outboxmessage") and user.has_perm("enrollments.change_enrollment")):
+        return None
+    from .admin import enrollment_fix_email_url  # the admin module registers admin classes: import it when needed
+
+    return enrollment_fix_email_url(source)

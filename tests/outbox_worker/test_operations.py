@@ -115,3 +115,32 @@ def test_status_lists_the_workers_the_claim_considers_alive(capsys, settings):
 
     listed = [w["worker_id"] for w in json.loads(capsys.readouterr().out)["workers"]]
     assert listed == list(WorkerHeartbeat.objects.alive().values_list("worker_id", flat=True)) == ["live:1:a"]
+
+
+def test_status_lists_stopped_and_dead_workers_with_when_they_were_last_seen(capsys, settings):
+    settings.OUTBOX_WORKER_STALE_AFTER = 20
+    now = timezone.now()
+    beats = {
+        "live:1:a": (now - timedelta(seconds=5), None),
+        "stopped:2:b": (now - timedelta(seconds=3), now - timedelta(seconds=3)),  # a fresh clean shutdown
+        "old-stop:3:c": (now - timedelta(hours=2), now - timedelta(hours=2)),
+        "killed:4:d": (now - timedelta(seconds=30), None),
+    }
+    for worker_id, (last_seen, stopped) in beats.items():
+        WorkerHeartbeat.objects.create(
+            worker_id=worker_id, hostname="h", pid=1, started_at=now, last_seen_at=last_seen, stopped_at=stopped
+        )
+
+    call_command("outbox_status", "--json")
+    data = json.loads(capsys.readouterr().out)
+    call_command("outbox_status")
+    text = capsys.readouterr().out
+
+    assert [w["worker_id"] for w in data["workers"]] == ["live:1:a"]
+    assert [w["worker_id"] for w in data["stopped_workers"]] == ["stopped:2:b", "old-stop:3:c"]
+    assert [w["worker_id"] for w in data["dead_workers"]] == ["killed:4:d"]
+    killed = data["dead_workers"][0]
+    assert (killed["last_seen_at"], killed["stopped_at"]) == (beats["killed:4:d"][0].isoformat(), None)
+    assert data["stopped_workers"][1]["stopped_at"] == beats["old-stop:3:c"][1].isoformat()
+    assert "stopped workers: 2" in text and "dead workers: 1" in text
+    assert "killed:4:d last seen" in text

@@ -5,13 +5,15 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from outbox_worker.models import WorkerHeartbeat
 from outbox_worker.selectors import outbox_health
 
 
 class Command(BaseCommand):
     help = (
         "Print the outbox's health: counts by status, the oldest due message, failures in the last hour, "
-        "live workers and whether their delivery is paused. With --max-age, exit 2 when the oldest due "
+        "live workers and whether their delivery is paused, then the stopped and dead ones with when they were "
+        "last seen. With --max-age, exit 2 when the oldest due "
         "message is older (for alerting; a pause does not silence it)."
     )
 
@@ -24,8 +26,10 @@ class Command(BaseCommand):
 
     def handle(self, *args: object, **options: object) -> None:
         health = outbox_health()
+        gone = gone_workers()
         if options["json"]:
-            self.stdout.write(json.dumps(health.as_dict()))
+            as_json = {kind: [{**w, **_iso(w)} for w in workers] for kind, workers in gone.items()}
+            self.stdout.write(json.dumps({**health.as_dict(), **as_json}))
         else:
             counts = " ".join(f"{status}={n}" for status, n in health.counts.items())
             age = "none" if health.oldest_due_age_seconds is None else f"{health.oldest_due_age_seconds:.0f}s"
@@ -38,6 +42,13 @@ class Command(BaseCommand):
                 self.stdout.write(f"  {worker['worker_id']} last seen {worker['last_seen_at']:%Y-%m-%d %H:%M:%S%z}")
                 if worker["paused_since"] is not None:
                     self.stdout.write(f"    {pause_line(worker['paused_since'], worker['pause_reason'])}")
+            for kind, workers in gone.items():
+                self.stdout.write(f"{kind.replace('_', ' ')}: {len(workers)}")
+                for worker in workers:
+                    stopped = f", stopped {worker['stopped_at']:%Y-%m-%d %H:%M:%S%z}" if worker["stopped_at"] else ""
+                    self.stdout.write(
+                        f"  {worker['worker_id']} last seen {worker['last_seen_at']:%Y-%m-%d %H:%M:%S%z}{stopped}"
+                    )
         max_age = options["max_age"]
         if max_age is not None and (health.oldest_due_age_seconds or 0) > max_age:
             paused = [w for w in health.workers if w["paused_since"] is not None]
@@ -46,6 +57,23 @@ class Command(BaseCommand):
                 f"oldest due message has waited {health.oldest_due_age_seconds:.0f}s (more than {max_age:.0f}s){why}",
                 returncode=2,
             )
+
+
+def gone_workers() -> dict[str, list[dict]]:
+    """The workers no longer alive, newest first: stopped cleanly, or dead (silent without stopping).
+
+    Both judged by the one liveness definition (WorkerHeartbeat.objects, models.py) the claim
+    and the admin use; the rows stay until outbox_prune removes them.
+    """
+    fields = ("worker_id", "hostname", "pid", "last_seen_at", "stopped_at")
+    return {
+        "stopped_workers": list(WorkerHeartbeat.objects.stopped().values(*fields)),
+        "dead_workers": list(WorkerHeartbeat.objects.dead().values(*fields)),
+    }
+
+
+def _iso(worker: dict) -> dict:
+    return {key: worker[key].isoformat() if worker[key] else None for key in ("last_seen_at", "stopped_at")}
 
 
 def pause_line(since: datetime, reason: str) -> str:
