@@ -50,8 +50,8 @@ def test_run_again_requeues_failed_and_cancelled_tasks_but_never_a_running_one(o
     cancelled = _task(TaskStatus.CANCELLED)
     running = _task(TaskStatus.RUNNING, locked_by="w:1", locked_until=timezone.now(), attempts=1)
     response = _run_action(operator_client, "retry_tasks", failed, cancelled, running)
-    assert "2 tasks queued to run again." in response.content.decode()
-    assert "1 task left alone" in response.content.decode()
+    assert "2 tarefas enfileiradas para executar de novo." in response.content.decode()
+    assert "1 tarefa não alterada" in response.content.decode()
     failed.refresh_from_db()
     assert (failed.status, failed.max_attempts) == (TaskStatus.PENDING, 4)  # one more attempt than it spent
     assert OutboxTask.objects.get(pk=cancelled.pk).status == TaskStatus.PENDING
