@@ -5,14 +5,15 @@ from datetime import timedelta
 import pytest
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.db import transaction
-from django.utils import timezone
+from django.utils import timezone, translation
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from backend.enrollments.services import enrollment_create
+from outbox_worker.explain import explain
 from outbox_worker.models import DeliveryEvent, OutboxMessage, OutboxStatus, Suppression, SuppressionReason
 from outbox_worker.services import outbox_prune, outbox_resend
-from outbox_worker.suppression import suppression_add, suppression_lift
+from outbox_worker.suppression import suppressed_reason, suppression_add, suppression_lift
 from tests.factories import enqueue_messages, make_product
 from tests.staff import make_staff
 
@@ -163,3 +164,24 @@ def test_the_suppression_list_speaks_portuguese_and_filters_active_and_lifted(cl
     assert [s.address for s in client.get(SUPPRESSIONS, {"active": "yes"}).context["cl"].result_list] == [
         active.address
     ]
+
+
+@pytest.mark.parametrize(
+    ("reason", "meaning"),
+    [
+        (SuppressionReason.HARD_BOUNCE, "Não enviado: um email anterior para este endereço voltou em definitivo"),
+        (SuppressionReason.COMPLAINT, "Não enviado: o destinatário marcou um email anterior como spam"),
+    ],
+)
+def test_a_held_message_is_explained_by_its_suppression_reason_not_by_the_bounce_text(reason, meaning):
+    suppress("carla@example.com", reason)  # its detail says 5.1.1, which alone would read "the address does not exist"
+    [message] = enqueue_messages(1, to=["carla@example.com"])
+    message.refresh_from_db()
+    assert message.status == OutboxStatus.SUPPRESSED
+
+    with translation.override("pt-br"):
+        explained = explain(message.last_error)
+        assert str(explained.meaning).startswith(meaning)
+        assert str(explained.action).startswith("Se o endereço está certo")
+    assert suppressed_reason(message.last_error) == reason
+    assert suppressed_reason("SMTPRecipientsRefused: {'carla@example.com': (550, b'5.1.1 unknown')}") is None
