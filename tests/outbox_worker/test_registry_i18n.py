@@ -9,6 +9,7 @@ import polib
 import pytest
 from django.test import override_settings
 from django.utils import translation
+from django.utils.translation.template import templatize
 
 from outbox_worker import registry
 from outbox_worker.models import OutboxMessage
@@ -183,3 +184,44 @@ def test_every_gettext_id_in_outbox_worker_has_a_pt_br_translation():
     )
     assert missing == []
     assert len(used) > 100  # the scan did see the app's strings
+
+
+# Template tags and the text Django's templatize turns them into: gettext(u'…'), ngettext(u'…', u'…', count)…
+TEMPLATE_TAG = re.compile(r"{%.*?%}|{{.*?}}|{#.*?#}|<[^>]*>", re.DOTALL)
+TEMPLATE_TRANSLATED = re.compile(r"{%\s*(?:translate|trans)\b.*?%}|{%\s*blocktrans.*?endblocktrans\w*\s*%}", re.DOTALL)
+TEMPLATIZED_CALL = re.compile(r"\b(n?p?gettext)\(((?:u'(?:[^'\\]|\\.)*'(?:, )?)+)")
+
+
+def _template_sources() -> dict[str, str]:
+    return {
+        str(path.relative_to(APP)): path.read_text(encoding="utf-8") for path in (APP / "templates").rglob("*.html")
+    }
+
+
+def test_no_portuguese_text_outside_translate_tags_in_outbox_worker_templates():
+    offenders = []
+    for path, source in _template_sources().items():
+        text = TEMPLATE_TAG.sub(" ", TEMPLATE_TRANSLATED.sub(" ", source))
+        offenders += [f"{path}: {found!r}" for found in PORTUGUESE.findall(text)]
+    assert offenders == []
+
+
+def test_every_template_msgid_has_a_pt_br_translation():
+    po = polib.pofile(str(CATALOGUE / "django.po"))
+    ours = {(entry.msgctxt, entry.msgid) for entry in po.translated_entries()}
+    ours |= {(entry.msgctxt, entry.msgid_plural) for entry in po.translated_entries() if entry.msgid_plural}
+    used = set()
+    for path, source in _template_sources().items():
+        for call in TEMPLATIZED_CALL.finditer(templatize(source)):
+            args = list(ast.literal_eval(f"({call[2].rstrip(', ')},)"))
+            context = args.pop(0) if call[1].startswith(("pg", "np")) else None
+            used |= {(path, context, msgid) for msgid in (args[:2] if call[1].startswith("n") else args[:1])}
+    with translation.override("pt-br"):
+        # An id of Django's own admin ("Home") is translated by Django's catalogue.
+        missing = sorted(
+            f"{path}: {msgid}"
+            for path, context, msgid in used
+            if (context, msgid) not in ours and translation.gettext(msgid) == msgid
+        )
+    assert missing == []
+    assert len(used) > 30
