@@ -13,8 +13,10 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
+from django_tasks.utils import get_module_path
 
 from .models import OutboxTask, TaskStatus
+from .tasks import TaskInterrupted
 from .tasks_services import task_cancel, task_retry
 
 STATUS_COLOURS = {
@@ -24,6 +26,20 @@ STATUS_COLOURS = {
     TaskStatus.FAILED: "#b3261e",
     TaskStatus.CANCELLED: "#666",
 }
+
+
+# Errors the outbox itself records (not the task's own exceptions), said in the operator's language.
+_MEANINGS = {
+    get_module_path(TaskInterrupted): _(
+        "The worker died while running this task: it is not run again automatically. "
+        "Check the worker's logs before running it again."
+    ),
+}
+
+
+def _meaning(error: dict) -> SafeString | str:
+    meaning = _MEANINGS.get(error["exception_class_path"])
+    return format_html(" — {}", meaning) if meaning else ""
 
 
 def _pretty(value: object) -> SafeString:
@@ -86,8 +102,8 @@ class OutboxTaskAdmin(admin.ModelAdmin):
         if not task.errors:
             return "—"
         return format_html_join(
-            "", "<p><strong>{}</strong></p><pre>{}</pre>",
-            ((error["exception_class_path"], error["traceback"]) for error in reversed(task.errors)),
+            "", "<p><strong>{}</strong>{}</p><pre>{}</pre>",
+            ((error["exception_class_path"], _meaning(error), error["traceback"]) for error in reversed(task.errors)),
         )  # fmt: skip
 
     @admin.action(description=_("Run the selected tasks again"), permissions=["operate"])

@@ -11,6 +11,8 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy, pgettext_lazy
 
 from . import admin_actions
 from .admin import OutboxMessageAdmin
@@ -29,7 +31,7 @@ DELIVERY_COLOURS = {
 
 
 def delivery_badge(message: OutboxMessage) -> SafeString | str:
-    """The provider's verdict ("entregue", "devolvido", …), "aceito pelo provedor" when it said nothing yet."""
+    """The provider's verdict ("delivered", "bounced", …), "accepted by the provider" when it said nothing yet."""
     if message.delivery_status:
         return format_html(
             '<span class="outbox-delivery outbox-delivery-{}" style="color:#fff;background:{};padding:1px 7px;'
@@ -39,7 +41,7 @@ def delivery_badge(message: OutboxMessage) -> SafeString | str:
             message.get_delivery_status_display(),
         )
     if message.status == OutboxStatus.SENT:
-        return "aceito pelo provedor"
+        return _("accepted by the provider")
     return "—"
 
 
@@ -49,7 +51,7 @@ def _local(moment) -> str:
 
 class DeliveryEventInline(admin.TabularInline):
     model = DeliveryEvent
-    verbose_name_plural = "eventos do provedor"
+    verbose_name_plural = gettext_lazy("provider events")
     fields = ["when", "provider", "event_type", "delivery_status", "recipient", "description", "mta_response"]
     readonly_fields = fields
     extra = 0
@@ -69,12 +71,12 @@ class DeliveryEventInline(admin.TabularInline):
             return False
         return obj is None or obj.delivery_events.exists()
 
-    @admin.display(description="quando")
+    @admin.display(description=gettext_lazy("when"))
     def when(self, event: DeliveryEvent) -> str:
         return _local(event.occurred_at)
 
 
-@admin.display(description="entrega", ordering="delivery_status")
+@admin.display(description=gettext_lazy("delivery"), ordering="delivery_status")
 def delivery(message: OutboxMessage) -> SafeString | str:
     return delivery_badge(message)
 
@@ -104,16 +106,16 @@ _extend_message_admin(OutboxMessageAdmin)
 
 
 class ActiveFilter(admin.SimpleListFilter):
-    title = "situação"
-    parameter_name = "ativa"
+    title = gettext_lazy("state")
+    parameter_name = "active"
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
-        return [("sim", "ativa"), ("nao", "retirada")]
+        return [("yes", _("active")), ("no", _("lifted"))]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        if self.value() == "sim":
+        if self.value() == "yes":
             return queryset.filter(lifted_at__isnull=True)
-        if self.value() == "nao":
+        if self.value() == "no":
             return queryset.filter(lifted_at__isnull=False)
         return queryset
 
@@ -145,29 +147,40 @@ class SuppressionAdmin(admin.ModelAdmin):
             return queryset.filter(address=search_term.strip().lower()), False
         return queryset, False
 
-    @admin.display(description="criada em", ordering="created_at")
+    @admin.display(description=pgettext_lazy("suppression", "created at"), ordering="created_at")
     def created(self, suppression: Suppression) -> str:
         return _local(suppression.created_at)
 
-    @admin.display(description="situação")
+    @admin.display(description=gettext_lazy("state"))
     def state(self, suppression: Suppression) -> str:
-        return f"retirada em {_local(suppression.lifted_at)}" if suppression.lifted_at else "ativa"
+        return (
+            _("lifted at %(moment)s") % {"moment": _local(suppression.lifted_at)}
+            if suppression.lifted_at
+            else _("active")
+        )
 
-    @admin.display(description="mensagem")
+    @admin.display(description=gettext_lazy("message"))
     def source_message(self, suppression: Suppression) -> SafeString | str:
         message = suppression.event.message if suppression.event_id and suppression.event else None
         if message is None:
             return "—"
         return format_html('<a href="{}">#{}</a>', admin_actions.change_url(message), message.pk)
 
-    @admin.action(description="Retirar da lista de supressão (nada é enviado; reenvie depois)", permissions=["lift"])
+    @admin.action(
+        description=gettext_lazy("Lift from the suppression list (nothing is sent; resend afterwards)"),
+        permissions=["lift"],
+    )
     def lift(self, request: HttpRequest, queryset: QuerySet[Suppression]) -> None:
         lifted = suppression_lift(suppression_ids=queryset.values_list("pk", flat=True), user_id=request.user.pk)
         if lifted:
-            admin_actions.log_grouped(request, {"Supressão retirada": lifted})
+            admin_actions.log_grouped(request, {_("Suppression lifted"): lifted})
         count = len(lifted)
         if count == 1:
-            text = f"1 endereço retirado da lista de supressão ({lifted[0].address}); reenvie a mensagem se quiser."
+            text = _("1 address lifted from the suppression list (%(address)s); resend the message if you want.") % {
+                "address": lifted[0].address
+            }
         else:
-            text = f"{count} endereços retirados da lista de supressão; reenvie as mensagens se quiser."
+            text = _("%(count)d addresses lifted from the suppression list; resend the messages if you want.") % {
+                "count": count
+            }
         self.message_user(request, text, messages.SUCCESS if count else messages.WARNING)

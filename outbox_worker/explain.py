@@ -19,6 +19,9 @@ from dataclasses import dataclass
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
+from .models import SuppressionReason
+from .suppression import suppressed_reason
+
 # "5.1.1", "4.7.1", "5.7.26": class.subject.detail (RFC 3463).
 _ENHANCED = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
 _SMTP_CODE = re.compile(r"\((\d{3}), b?['\"]")
@@ -52,7 +55,20 @@ def explain(error: str, *, smtp_code: int | None = None) -> Explanation | None:
     return Explanation(meaning=meaning, action=action, raw=error, exhausted=bool(exhausted))
 
 
+# Why a message was held instead of sent, by the suppression's reason code (suppression.suppressed_error).
+_SUPPRESSED: dict[SuppressionReason, Promise] = {
+    SuppressionReason.HARD_BOUNCE: _("Not sent: an earlier email to this address bounced for good (suppression list)."),
+    SuppressionReason.COMPLAINT: _("Not sent: the recipient marked an earlier email as spam (suppression list)."),
+}
+
+
 def _meaning(error: str, *, smtp_code: int | None) -> tuple[str | Promise, str | Promise]:
+    reason = suppressed_reason(error)
+    if reason is not None:
+        return (
+            _SUPPRESSED[reason],
+            _("If the address is right and the recipient wants email again, lift it from the list, then resend."),
+        )
     if error.startswith("interrupted "):
         return (
             _("The worker died while sending this message, more than once: it is not sent again automatically."),

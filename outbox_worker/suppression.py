@@ -10,6 +10,7 @@ email. Lifting a suppression sends nothing: the operator resends.
 """
 
 import logging
+import re
 from collections.abc import Iterable, Sequence
 
 from django.db import IntegrityError, transaction
@@ -42,9 +43,20 @@ def suppressions_for(addresses: Iterable[str]) -> dict[str, Suppression]:
 
 
 def suppressed_error(suppression: Suppression) -> str:
-    """The text stored in a held message's `last_error` (reason code first, for the admin to explain)."""
+    """The text stored in a held message's `last_error`: the reason code first (`suppressed_reason` reads it back)."""
     detail = f": {suppression.detail}" if suppression.detail else ""
     return f"suppressed ({suppression.reason}) {suppression.address}{detail}"
+
+
+_SUPPRESSED_ERROR = re.compile(r"^suppressed \((?P<reason>[a-z_]+)\) ")
+
+
+def suppressed_reason(error: str) -> SuppressionReason | None:
+    """The reason code in a `last_error` written by `suppressed_error`, or None for any other error."""
+    match = _SUPPRESSED_ERROR.match(error)
+    if match is None or match["reason"] not in SuppressionReason.values:
+        return None
+    return SuppressionReason(match["reason"])
 
 
 def hold_if_suppressed(message: OutboxMessage) -> None:

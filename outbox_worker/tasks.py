@@ -32,6 +32,10 @@ class PermanentTaskError(Exception):
     """Raise from a task when running it again cannot help (a 400 from an API, a missing object): failed at once."""
 
 
+class TaskInterrupted(Exception):
+    """Recorded, never raised: the workers running a task died, so it was failed without running it again."""
+
+
 class TaskOutsideTransaction(InvalidTaskError):
     """A task was enqueued outside `transaction.atomic()`."""
 

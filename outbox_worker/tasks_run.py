@@ -29,7 +29,7 @@ from .logevents import log_event
 from .models import OutboxTask, TaskStatus
 from .outcomes import QUARANTINE_AFTER, with_database_retry
 from .retry import RetryPolicy
-from .tasks import PermanentTaskError, json_value, load_task, task_result_from_row
+from .tasks import PermanentTaskError, TaskInterrupted, json_value, load_task, task_result_from_row
 from .transitions import _held, outbox_release
 
 logger = logging.getLogger("outbox_worker.worker")
@@ -130,7 +130,7 @@ def _quarantined(row: OutboxTask) -> TaskOutcome | None:
         reason = f"attempts exhausted ({row.attempts}/{row.max_attempts}), the last one interrupted"
     else:
         return None
-    error = {"exception_class_path": "outbox_worker.tasks.TaskInterrupted", "traceback": reason}
+    error = {"exception_class_path": get_module_path(TaskInterrupted), "traceback": reason}
     return TaskOutcome(row.pk, TaskStatus.FAILED, errors=[*row.errors, error])
 
 

@@ -141,10 +141,7 @@ def delivery_event_record(*, provider: str, event: AnymailTrackingEvent) -> Deli
             OutboxMessage.objects.filter(pk=message.pk, delivery_status__in=lower_or_equal).update(
                 delivery_status=status, delivery_status_at=occurred_at
             )
-        reason = {
-            DeliveryStatus.BOUNCED: SuppressionReason.HARD_BOUNCE,
-            DeliveryStatus.COMPLAINED: SuppressionReason.COMPLAINT,
-        }.get(status)
+        reason = SUPPRESSED_BY.get(status)
         if reason and event.recipient:
             detail = event.mta_response or event.description or ""
             suppression_add(address=event.recipient, reason=reason, detail=detail, event=stored)

@@ -356,7 +356,7 @@ def test_max_age_still_alerts_while_delivery_is_paused():
     overdue_message(minutes=10)
 
     call_command("outbox_status", "--max-age", "3600")  # fine: waited 10 minutes
-    with pytest.raises(CommandError, match=r"waited .*entrega pausada desde") as error:
+    with pytest.raises(CommandError, match=r"esperou .*entrega pausada desde") as error:
         call_command("outbox_status", "--max-age", "300")
     assert error.value.returncode == 2
 

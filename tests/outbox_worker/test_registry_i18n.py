@@ -1,5 +1,6 @@
 """The outbox is domain-free (the host labels and finds its rows) and ships a compiled pt_BR catalogue."""
 
+import ast
 import gettext
 import re
 from pathlib import Path
@@ -8,6 +9,7 @@ import polib
 import pytest
 from django.test import override_settings
 from django.utils import translation
+from django.utils.translation.template import templatize
 
 from outbox_worker import registry
 from outbox_worker.models import OutboxMessage
@@ -89,3 +91,137 @@ def test_outbox_strings_are_english_ids_translated_to_portuguese():
         assert str(REFUSALS[Refusal.HELD]) == "a worker is delivering it right now"
     with translation.override("pt-br"):
         assert str(REFUSALS[Refusal.HELD]) == "um worker está entregando agora"
+
+
+# --- every user-facing string is a gettext call with an English id, translated ------------------
+
+GETTEXT = {"_", "gettext", "gettext_lazy", "ngettext", "ngettext_lazy", "pgettext", "pgettext_lazy"}
+# Latin-1 letters (ç, ã, é…; not the —, …, → and × the English copy uses) or words English never uses.
+PORTUGUESE = re.compile(
+    r"[À-ÖØ-öø-ÿ]|\b(?:n[aã]o|de|da|das|dos|em|para|com|uma|pelo|pela|sim|mensage[mn]s?|endere[cç]os?|enviad[ao]s?"
+    r"|reenvi[ae]|situa[cç][aã]o|ativa|retirad[ao]s?|quando|entrega|provedor|eventos|criad[ao]|erro|falhou|aluno)\b",
+    re.IGNORECASE,
+)
+
+
+HTML_TAG = re.compile(r"<[^>]*>")  # "<em>" is markup, not the Portuguese "em"
+
+
+def _call_name(node: ast.AST) -> str:
+    func = node.func if isinstance(node, ast.Call) else None
+    return func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+
+
+def _literal(node: ast.AST) -> str | None:
+    return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+
+
+def scan(source: str) -> tuple[list[str], set[tuple[str | None, str]]]:
+    """Return (Portuguese literals outside gettext calls, the (context, msgid) pairs gettext is called with)."""
+    tree = ast.parse(source)
+    inside_gettext: set[int] = set()
+    docstrings: set[int] = set()
+    msgids: set[tuple[str | None, str]] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and _literal(first.value) is not None:
+                docstrings.add(id(first.value))
+        name = _call_name(node)
+        if name in GETTEXT:
+            inside_gettext.update(id(child) for child in ast.walk(node))
+            args = [_literal(arg) for arg in node.args]
+            context = args.pop(0) if name.startswith("p") and args else None
+            ids = args[:2] if name.startswith(("n", "pn")) else args[:1]
+            msgids.update((context, msgid) for msgid in ids if msgid)
+    offenders = [
+        node.value
+        for node in ast.walk(tree)
+        if _literal(node) is not None
+        and id(node) not in inside_gettext | docstrings
+        and PORTUGUESE.search(HTML_TAG.sub(" ", node.value))
+    ]
+    return offenders, msgids
+
+
+def _outbox_sources() -> dict[str, str]:
+    return {
+        str(path.relative_to(APP)): path.read_text(encoding="utf-8")
+        for path in sorted(APP.rglob("*.py"))
+        if "migrations" not in path.parts
+    }
+
+
+def test_the_scan_finds_portuguese_literals_and_gettext_ids():
+    offenders, msgids = scan(
+        '"""Docstrings may say entregue."""\n'
+        "from django.utils.translation import gettext_lazy as _, ngettext, pgettext_lazy\n"
+        'A = "aceito pelo provedor"\n'
+        'B = _("accepted by the provider")\n'
+        'C = f"{n} endereços"\n'
+        'D = ngettext("%d task", "%d tasks", n), pgettext_lazy("status", "sent")\n'
+        'E = "delivered"\n'
+    )
+    assert offenders == ["aceito pelo provedor", " endereços"]
+    assert msgids == {
+        (None, "accepted by the provider"), (None, "%d task"), (None, "%d tasks"), ("status", "sent")
+    }  # fmt: skip
+
+
+def test_no_portuguese_literal_outside_gettext_in_outbox_worker():
+    # pt-BR belongs in the catalogue; the code speaks English message ids (issue 12).
+    offenders = [f"{path}: {text!r}" for path, source in _outbox_sources().items() for text in scan(source)[0]]
+    assert offenders == []
+
+
+def test_every_gettext_id_in_outbox_worker_has_a_pt_br_translation():
+    po = polib.pofile(str(CATALOGUE / "django.po"))
+    translated = {(entry.msgctxt, entry.msgid) for entry in po.translated_entries()}
+    translated |= {(entry.msgctxt, entry.msgid_plural) for entry in po.translated_entries() if entry.msgid_plural}
+    used = {(path, key) for path, source in _outbox_sources().items() for key in scan(source)[1]}
+    missing = sorted(
+        f"{path}: {context or ''}|{msgid}" for path, (context, msgid) in used if (context, msgid) not in translated
+    )
+    assert missing == []
+    assert len(used) > 100  # the scan did see the app's strings
+
+
+# Template tags and the text Django's templatize turns them into: gettext(u'…'), ngettext(u'…', u'…', count)…
+TEMPLATE_TAG = re.compile(r"{%.*?%}|{{.*?}}|{#.*?#}|<[^>]*>", re.DOTALL)
+TEMPLATE_TRANSLATED = re.compile(r"{%\s*(?:translate|trans)\b.*?%}|{%\s*blocktrans.*?endblocktrans\w*\s*%}", re.DOTALL)
+TEMPLATIZED_CALL = re.compile(r"\b(n?p?gettext)\(((?:u'(?:[^'\\]|\\.)*'(?:, )?)+)")
+
+
+def _template_sources() -> dict[str, str]:
+    return {
+        str(path.relative_to(APP)): path.read_text(encoding="utf-8") for path in (APP / "templates").rglob("*.html")
+    }
+
+
+def test_no_portuguese_text_outside_translate_tags_in_outbox_worker_templates():
+    offenders = []
+    for path, source in _template_sources().items():
+        text = TEMPLATE_TAG.sub(" ", TEMPLATE_TRANSLATED.sub(" ", source))
+        offenders += [f"{path}: {found!r}" for found in PORTUGUESE.findall(text)]
+    assert offenders == []
+
+
+def test_every_template_msgid_has_a_pt_br_translation():
+    po = polib.pofile(str(CATALOGUE / "django.po"))
+    ours = {(entry.msgctxt, entry.msgid) for entry in po.translated_entries()}
+    ours |= {(entry.msgctxt, entry.msgid_plural) for entry in po.translated_entries() if entry.msgid_plural}
+    used = set()
+    for path, source in _template_sources().items():
+        for call in TEMPLATIZED_CALL.finditer(templatize(source)):
+            args = list(ast.literal_eval(f"({call[2].rstrip(', ')},)"))
+            context = args.pop(0) if call[1].startswith(("pg", "np")) else None
+            used |= {(path, context, msgid) for msgid in (args[:2] if call[1].startswith("n") else args[:1])}
+    with translation.override("pt-br"):
+        # An id of Django's own admin ("Home") is translated by Django's catalogue.
+        missing = sorted(
+            f"{path}: {msgid}"
+            for path, context, msgid in used
+            if (context, msgid) not in ours and translation.gettext(msgid) == msgid
+        )
+    assert missing == []
+    assert len(used) > 30

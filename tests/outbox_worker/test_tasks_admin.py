@@ -50,8 +50,8 @@ def test_run_again_requeues_failed_and_cancelled_tasks_but_never_a_running_one(o
     cancelled = _task(TaskStatus.CANCELLED)
     running = _task(TaskStatus.RUNNING, locked_by="w:1", locked_until=timezone.now(), attempts=1)
     response = _run_action(operator_client, "retry_tasks", failed, cancelled, running)
-    assert "2 tasks queued to run again." in response.content.decode()
-    assert "1 task left alone" in response.content.decode()
+    assert "2 tarefas enfileiradas para executar de novo." in response.content.decode()
+    assert "1 tarefa não alterada" in response.content.decode()
     failed.refresh_from_db()
     assert (failed.status, failed.max_attempts) == (TaskStatus.PENDING, 4)  # one more attempt than it spent
     assert OutboxTask.objects.get(pk=cancelled.pk).status == TaskStatus.PENDING
@@ -74,3 +74,16 @@ def test_staff_who_may_only_view_tasks_cannot_run_or_cancel_them(viewer_client):
     assert "cancel_tasks" not in viewer_client.get(CHANGELIST).content.decode()
     _run_action(viewer_client, "cancel_tasks", pending)
     assert OutboxTask.objects.get(pk=pending.pk).status == TaskStatus.PENDING
+
+
+@pytest.mark.django_db
+def test_a_task_failed_because_its_workers_died_is_explained_in_portuguese(operator_client):
+    interrupted = {"exception_class_path": "outbox_worker.tasks.TaskInterrupted", "traceback": "interrupted 2 times"}
+    task = _task(TaskStatus.FAILED, attempts=2, interruptions=2, errors=[interrupted])
+
+    detail = operator_client.get(
+        reverse("admin:outbox_worker_outboxtask_change", args=[task.pk]), HTTP_ACCEPT_LANGUAGE="en-US,en;q=0.9"
+    ).content.decode()
+
+    assert "O worker morreu enquanto executava esta tarefa" in detail
+    assert "interrupted 2 times" in detail  # the recorded detail stays, as technical text

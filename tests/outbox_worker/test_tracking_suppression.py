@@ -5,14 +5,15 @@ from datetime import timedelta
 import pytest
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.db import transaction
-from django.utils import timezone
+from django.utils import timezone, translation
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from backend.enrollments.services import enrollment_create
+from outbox_worker.explain import explain
 from outbox_worker.models import DeliveryEvent, OutboxMessage, OutboxStatus, Suppression, SuppressionReason
 from outbox_worker.services import outbox_prune, outbox_resend
-from outbox_worker.suppression import suppression_add
+from outbox_worker.suppression import suppressed_reason, suppression_add, suppression_lift
 from tests.factories import enqueue_messages, make_product
 from tests.staff import make_staff
 
@@ -74,9 +75,14 @@ def test_lifting_sends_nothing_until_the_operator_resends(make_worker, smtp_serv
     [message] = enqueue_messages(1, to=["carla@example.com"])
     client.force_login(make_staff("supervisora", "outbox_worker.view_suppression", "outbox_worker.lift_suppression"))
 
-    response = client.post(SUPPRESSIONS, {"action": "lift", "_selected_action": [suppression.pk]}, follow=True)
+    response = client.post(
+        SUPPRESSIONS, {"action": "lift", "_selected_action": [suppression.pk]}, follow=True,
+        HTTP_ACCEPT_LANGUAGE="en-US,en;q=0.9",
+    )  # fmt: skip
 
     assert response.status_code == 200
+    # English message ids, pt-BR on the page whatever the browser asks for.
+    assert "1 endereço retirado da lista de supressão (carla@example.com)" in response.content.decode()
     suppression.refresh_from_db()
     assert suppression.lifted_at is not None and suppression.lifted_by.username == "supervisora"
     entry = LogEntry.objects.get(object_id=str(suppression.pk))
@@ -141,3 +147,41 @@ def test_pruning_a_message_takes_its_events_and_keeps_the_suppression():
     assert not DeliveryEvent.objects.exists()
     suppression = Suppression.objects.get()
     assert (suppression.event, suppression.detail, suppression.lifted_at) == (None, "550 5.1.1", None)
+
+
+def test_the_suppression_list_speaks_portuguese_and_filters_active_and_lifted(client):
+    active = suppress("carla@example.com")
+    lifted = suppress("bruno@example.com", SuppressionReason.COMPLAINT)
+    suppression_lift(suppression_ids=[lifted.pk], user_id=None)
+    client.force_login(make_staff("leitora", "outbox_worker.view_suppression"))
+
+    page = client.get(SUPPRESSIONS, HTTP_ACCEPT_LANGUAGE="en-US,en;q=0.9")
+    only_lifted = client.get(SUPPRESSIONS, {"active": "no"})
+
+    html = page.content.decode()
+    assert "Por situação" in html and "Criada em" in html and "retirada em " in html
+    assert [s.address for s in only_lifted.context["cl"].result_list] == [lifted.address]
+    assert [s.address for s in client.get(SUPPRESSIONS, {"active": "yes"}).context["cl"].result_list] == [
+        active.address
+    ]
+
+
+@pytest.mark.parametrize(
+    ("reason", "meaning"),
+    [
+        (SuppressionReason.HARD_BOUNCE, "Não enviado: um email anterior para este endereço voltou em definitivo"),
+        (SuppressionReason.COMPLAINT, "Não enviado: o destinatário marcou um email anterior como spam"),
+    ],
+)
+def test_a_held_message_is_explained_by_its_suppression_reason_not_by_the_bounce_text(reason, meaning):
+    suppress("carla@example.com", reason)  # its detail says 5.1.1, which alone would read "the address does not exist"
+    [message] = enqueue_messages(1, to=["carla@example.com"])
+    message.refresh_from_db()
+    assert message.status == OutboxStatus.SUPPRESSED
+
+    with translation.override("pt-br"):
+        explained = explain(message.last_error)
+        assert str(explained.meaning).startswith(meaning)
+        assert str(explained.action).startswith("Se o endereço está certo")
+    assert suppressed_reason(message.last_error) == reason
+    assert suppressed_reason("SMTPRecipientsRefused: {'carla@example.com': (550, b'5.1.1 unknown')}") is None

@@ -32,14 +32,17 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps({**health.as_dict(), **as_json}))
         else:
             counts = " ".join(f"{status}={n}" for status, n in health.counts.items())
-            age = "none" if health.oldest_due_age_seconds is None else f"{health.oldest_due_age_seconds:.0f}s"
-            self.stdout.write(f"messages: {counts}")
-            self.stdout.write(f"oldest due message waiting: {age}")
-            self.stdout.write(f"failed in the last hour: {health.failed_last_hour}")
+            age = _("none") if health.oldest_due_age_seconds is None else f"{health.oldest_due_age_seconds:.0f}s"
+            self.stdout.write(_("messages: %(counts)s") % {"counts": counts})
+            self.stdout.write(_("oldest due message waiting: %(age)s") % {"age": age})
+            self.stdout.write(_("failed in the last hour: %(count)d") % {"count": health.failed_last_hour})
             # Alive by the heartbeat, as the claim and the admin judge it (WorkerHeartbeat.objects.alive()).
-            self.stdout.write(f"live workers: {len(health.workers)}")
+            self.stdout.write(_("live workers: %(count)d") % {"count": len(health.workers)})
             for worker in health.workers:
-                self.stdout.write(f"  {worker['worker_id']} last seen {worker['last_seen_at']:%Y-%m-%d %H:%M:%S%z}")
+                seen = f"{worker['last_seen_at']:%Y-%m-%d %H:%M:%S%z}"
+                self.stdout.write(
+                    "  " + _("%(worker)s last seen %(seen)s") % {"worker": worker["worker_id"], "seen": seen}
+                )
                 if worker["paused_since"] is not None:
                     self.stdout.write(f"    {pause_line(worker['paused_since'], worker['pause_reason'])}")
             for kind, workers in gone.items():
@@ -53,10 +56,11 @@ class Command(BaseCommand):
         if max_age is not None and (health.oldest_due_age_seconds or 0) > max_age:
             paused = [w for w in health.workers if w["paused_since"] is not None]
             why = f"; {pause_line(paused[0]['paused_since'], paused[0]['pause_reason'])}" if paused else ""
-            raise CommandError(
-                f"oldest due message has waited {health.oldest_due_age_seconds:.0f}s (more than {max_age:.0f}s){why}",
-                returncode=2,
-            )
+            waited = _("oldest due message has waited %(age)ss (more than %(max_age)ss)") % {
+                "age": f"{health.oldest_due_age_seconds:.0f}",
+                "max_age": f"{max_age:.0f}",
+            }
+            raise CommandError(waited + why, returncode=2)
 
 
 def gone_workers() -> dict[str, list[dict]]:
