@@ -142,5 +142,6 @@ def test_status_lists_stopped_and_dead_workers_with_when_they_were_last_seen(cap
     killed = data["dead_workers"][0]
     assert (killed["last_seen_at"], killed["stopped_at"]) == (beats["killed:4:d"][0].isoformat(), None)
     assert data["stopped_workers"][1]["stopped_at"] == beats["old-stop:3:c"][1].isoformat()
-    assert "stopped workers: 2" in text and "dead workers: 1" in text
-    assert "killed:4:d last seen" in text
+    assert "workers parados: 2" in text and "workers mortos: 1" in text
+    assert "killed:4:d visto por último em" in text
+    assert "parado em" in text

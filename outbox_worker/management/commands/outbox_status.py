@@ -45,13 +45,20 @@ class Command(BaseCommand):
                 )
                 if worker["paused_since"] is not None:
                     self.stdout.write(f"    {pause_line(worker['paused_since'], worker['pause_reason'])}")
+            headings = {
+                "stopped_workers": _("stopped workers: %(count)d"),
+                "dead_workers": _("dead workers: %(count)d"),
+            }
             for kind, workers in gone.items():
-                self.stdout.write(f"{kind.replace('_', ' ')}: {len(workers)}")
+                self.stdout.write(headings[kind] % {"count": len(workers)})
                 for worker in workers:
-                    stopped = f", stopped {worker['stopped_at']:%Y-%m-%d %H:%M:%S%z}" if worker["stopped_at"] else ""
-                    self.stdout.write(
-                        f"  {worker['worker_id']} last seen {worker['last_seen_at']:%Y-%m-%d %H:%M:%S%z}{stopped}"
-                    )
+                    line = _("%(worker)s last seen %(seen)s") % {
+                        "worker": worker["worker_id"],
+                        "seen": f"{worker['last_seen_at']:%Y-%m-%d %H:%M:%S%z}",
+                    }
+                    if worker["stopped_at"]:
+                        line += _(", stopped %(at)s") % {"at": f"{worker['stopped_at']:%Y-%m-%d %H:%M:%S%z}"}
+                    self.stdout.write("  " + line)
         max_age = options["max_age"]
         if max_age is not None and (health.oldest_due_age_seconds or 0) > max_age:
             paused = [w for w in health.workers if w["paused_since"] is not None]
