@@ -152,6 +152,9 @@ AUTH_PASSWORD_VALIDATORS = [
 # --- Locale ---------------------------------------------------------------
 LANGUAGE_CODE = "pt-br"
 LANGUAGES = [("pt-br", "Português (Brasil)"), ("en", "English")]
+# This project's own wording for some of outbox_worker's messages (the recipient is a
+# student, "aluno"); catalogues here win over the apps' own.
+LOCALE_PATHS = [BASE_DIR / "backend" / "locale"]
 TIME_ZONE = "America/Sao_Paulo"
 USE_I18N = True
 USE_TZ = True

@@ -225,3 +225,14 @@ def test_every_template_msgid_has_a_pt_br_translation():
         )
     assert missing == []
     assert len(used) > 30
+
+
+def test_the_library_speaks_of_a_recipient_and_this_project_of_a_student(settings):
+    # outbox_worker knows nothing of students; this project's LOCALE_PATHS says "aluno".
+    from django.utils import translation
+
+    text = "Check the address with the recipient, correct it and send again."
+    with translation.override("pt-br"):
+        assert "com o aluno" in translation.gettext(text)
+        settings.LOCALE_PATHS = []
+        assert "com o destinatário" in translation.gettext(text)
