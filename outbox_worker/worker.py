@@ -270,7 +270,10 @@ class OutboxWorker:
                 if admission is None and self.tasks is None:
                     continue  # paused: waited, ask again
                 if claimed == 0:
-                    self.book.flush()
+                    # Not under the idle lock: this session's own writes would not NOTIFY (a lock never
+                    # conflicts with its holder), and a row handed back due now must wake the other workers.
+                    if idle is None or not idle.held:
+                        self.book.flush()
                     close_quietly(backend)
                     if admission is not None and admission.probe:
                         self._no_probe()
