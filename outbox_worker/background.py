@@ -74,6 +74,7 @@ class IdleState(enum.Enum):
     HELD = "held"  # this sender holds the idle lock: enqueues from now on NOTIFY
     OTHER_IDLE = "other_idle"  # another idle sender holds it: enqueues NOTIFY, which wakes everyone
     ENQUEUE_IN_FLIGHT = "enqueue_in_flight"  # an enqueue holds it shared until commit: claim again shortly
+    UNAVAILABLE = "unavailable"  # the database did not answer: sleep the poll interval, as without NOTIFY
 
 
 class IdleLock:
@@ -83,6 +84,14 @@ class IdleLock:
         self.held = False
 
     def take(self) -> IdleState:
+        try:
+            return self._try_take()
+        except (DatabaseError, InterfaceError) as exc:
+            log_event(logger, logging.WARNING, "outbox.idle_lock_error", error=repr(exc))
+            connection.close()  # the next claim reconnects (and reports a lasting outage itself)
+            return IdleState.UNAVAILABLE
+
+    def _try_take(self) -> IdleState:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_try_advisory_lock(%s)", [IDLE_LOCK_KEY])
             if cursor.fetchone()[0]:

@@ -294,7 +294,8 @@ class OutboxWorker:
                             if state is IdleState.ENQUEUE_IN_FLIGHT:
                                 self._stopping.wait(ENQUEUE_IN_FLIGHT_RETRY)
                                 continue  # its row is visible once it commits
-                            timeout = min(timeout, OTHER_IDLE_RECHECK)  # in case the holder died
+                            if state is IdleState.OTHER_IDLE:
+                                timeout = min(timeout, OTHER_IDLE_RECHECK)  # in case the holder died
                         self.waker.wait(since, timeout)
                         idle.release(hand_over=self.stopping)
                         continue

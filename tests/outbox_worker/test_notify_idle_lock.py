@@ -230,3 +230,14 @@ def test_enqueues_while_the_only_worker_is_busy_do_not_notify(smtp_server, tmp_p
     finally:
         smtp_server.handler.gate.set()
         assert stop_worker(worker) == 0
+
+
+def test_a_dead_database_connection_makes_the_sender_sleep_instead_of_crashing(idle_lock, other_idle_worker):
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        [pid] = cursor.fetchone()
+    other_idle_worker.cursor().execute("SELECT pg_terminate_backend(%s, 10000)", [pid])  # waits until it is gone
+
+    assert idle_lock.take() is IdleState.UNAVAILABLE
+    assert not idle_lock.held
+    assert idle_lock.take() is IdleState.OTHER_IDLE  # reconnected
