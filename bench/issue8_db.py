@@ -146,39 +146,58 @@ def notify_sql(cfg) -> dict:
             thread.join()
         return sum(counts) / seconds
 
-    # "idle_check": the trigger of the worker-side design proposed in docs/benchmarks-issue8.md §4 —
-    # NOTIFY only when an idle worker holds the advisory lock; with none idle (here: none at all),
-    # the enqueue pays for one shared advisory try-lock instead of NOTIFY's global lock.
-    names = ("trigger", "no_trigger", "idle_check")
+    # "trigger": 0007's function, NOTIFY on every due row. "idle_check": 0013's, NOTIFY only while an idle
+    # worker holds the idle lock; with none idle (the state under load: here no worker at all) the enqueue
+    # pays one shared advisory try-lock. "idle_worker": 0013's with a connection holding the lock, as a
+    # sleeping worker does, so every enqueue NOTIFYs (the quiet-time state: the cost of the old trigger).
+    names = ("trigger", "no_trigger", "idle_check", "idle_worker")
     runs: dict[str, list[float]] = {name: [] for name in names}
     try:
         for rnd in range(rounds):
             order = names if rnd % 2 == 0 else tuple(reversed(names))
             for name in order:
                 _set_trigger(trigger, enabled=name != "no_trigger")
-                _set_trigger_function(idle_check=name == "idle_check")
-                runs[name].append(block(name, rnd))
+                _set_trigger_function(idle_check=name != "trigger")
+                holder = _hold_idle_lock() if name == "idle_worker" else None
+                try:
+                    runs[name].append(block(name, rnd))
+                finally:
+                    if holder is not None:
+                        holder.close()
             log(
-                f"  round {rnd + 1}: {runs['trigger'][-1]:.0f} commits/s with the trigger, "
-                f"{runs['no_trigger'][-1]:.0f} without, {runs['idle_check'][-1]:.0f} with the idle check"
+                f"  round {rnd + 1}: {runs['trigger'][-1]:.0f} commits/s with 0007's trigger, "
+                f"{runs['no_trigger'][-1]:.0f} without, {runs['idle_check'][-1]:.0f} with 0013's and no idle worker, "
+                f"{runs['idle_worker'][-1]:.0f} with 0013's and an idle worker"
             )
     finally:
-        _set_trigger_function(idle_check=False)
+        _set_trigger_function(idle_check=True)  # what migration 0013 installs
         _set_trigger(trigger, enabled=True)
-    ratio = statistics.median(a / b for a, b in zip(runs["trigger"], runs["no_trigger"], strict=True))
-    idle = statistics.median(a / b for a, b in zip(runs["idle_check"], runs["no_trigger"], strict=True))
+
+    def versus_none(name: str) -> float:
+        return statistics.median(a / b for a, b in zip(runs[name], runs["no_trigger"], strict=True))
+
+    ratio, idle, idle_worker = versus_none("trigger"), versus_none("idle_check"), versus_none("idle_worker")
     log(
-        f"notify-sql: commits/s with/without the trigger, median of per-round ratios {ratio:.3f}x; "
-        f"idle-check trigger {idle:.3f}x"
+        f"notify-sql: commits/s vs no trigger, median of per-round ratios: 0007's trigger {ratio:.3f}x; "
+        f"0013's with no idle worker {idle:.3f}x, with an idle worker {idle_worker:.3f}x"
     )
     return {
         "clients": clients, "seconds": seconds, "rounds": rounds, "runs": runs, "ratio": ratio,
-        "idle_check_ratio": idle,
+        "idle_check_ratio": idle, "idle_worker_ratio": idle_worker,
     }  # fmt: skip
 
 
-# The function 0007 installs, and the proposed one (an idle worker would hold advisory lock IDLE_KEY).
-IDLE_KEY = 0x0B0C
+def _hold_idle_lock():
+    """A connection holding the idle lock, as a worker sleeping in LISTEN does; closing it lets go."""
+    conn = common.pg_connect(common.DATABASES[OURS])
+    conn.autocommit = True
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s)", [IDLE_KEY])
+    return conn
+
+
+# The functions 0007 and 0013 install (an idle worker holds advisory lock IDLE_KEY).
+IDLE_KEY = 7_361_000_013  # outbox_worker.background.IDLE_LOCK_KEY
 _NOTIFY_BODY = "BEGIN PERFORM pg_notify('outbox_worker', ''); RETURN NULL; END;"
 _IDLE_CHECK_BODY = (
     f"BEGIN IF NOT pg_try_advisory_xact_lock_shared({IDLE_KEY}) THEN "

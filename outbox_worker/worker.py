@@ -36,7 +36,16 @@ from django.core.mail import get_connection
 from django.core.mail.backends.base import BaseEmailBackend
 from django.db import DatabaseError, InterfaceError, connection
 
-from .background import Keeper, NotificationListener, SendDeadline, Waker
+from .background import (
+    ENQUEUE_IN_FLIGHT_RETRY,
+    OTHER_IDLE_RECHECK,
+    IdleLock,
+    IdleState,
+    Keeper,
+    NotificationListener,
+    SendDeadline,
+    Waker,
+)
 from .claim import outbox_claim_batch
 from .conf import outbox_settings
 from .delivery import DeliveryResult, close_quietly, deliver
@@ -110,6 +119,8 @@ class OutboxWorker:
         # suspect is caught marked with it (and failed for its second time).
         self._suspect_lock = threading.Lock()
         self._stopping = threading.Event()
+        # Set by run() when this worker LISTENs: only then do idle senders hold the idle lock.
+        self._listening = False
         self._once_wait_until: float | None = None
         # None: this worker runs no tasks (`--queues ""`).
         self.tasks: TaskRunner | None = None
@@ -148,6 +159,7 @@ class OutboxWorker:
         # connections cannot see our rows: everything then runs on this one.
         inline = connection.in_atomic_block
         listen = self.notify and not self.once and not inline and connection.vendor == "postgresql"
+        self._listening = listen
         log_event(
             logger, logging.INFO, "outbox.worker_started", worker=self.worker_id,
             concurrency=1 if inline else self.concurrency, batch_size=self.batch_size,
@@ -212,9 +224,12 @@ class OutboxWorker:
         # there is work, closed when the queue runs dry or after any error.
         backend = self.connection_factory()
         failures = 0
+        # Held on this sender's own connection while it sleeps: enqueues NOTIFY only then (background.py).
+        idle = IdleLock() if self._listening else None
         try:
             while not self.stopping:
-                recycle_database_connection()
+                if idle is None or not idle.held:
+                    recycle_database_connection()  # never under the idle lock: a session lock ends with its connection
                 since = self.waker.generation
                 if self.once and self.gate.paused:
                     # "Everything due now" cannot go out while the provider fails
@@ -226,7 +241,11 @@ class OutboxWorker:
                 # tasks to run the sender waits out the pause instead.
                 admission = self._admission_to_claim(wait=self.tasks is None)
                 try:
-                    claimed = self.process_batch(backend, admission=admission) if admission is not None else 0
+                    # Claimed under the idle lock (step 2), the batch is sent without it.
+                    on_claim = idle.release if idle is not None else None
+                    claimed = 0
+                    if admission is not None:
+                        claimed = self.process_batch(backend, admission=admission, on_claim=on_claim)
                     # Emails in flow: tasks are checked on a wake-up or every poll
                     # interval; no email due: always (the idle path, and --once's end).
                     ran = self.tasks.process_batch(force=claimed == 0, generation=since) if self.tasks else 0
@@ -241,13 +260,20 @@ class OutboxWorker:
                         worker=self.worker_id, retry_in=delay, error=repr(exc),
                         **({} if database else {"traceback": traceback.format_exc()}),
                     )  # fmt: skip
+                    if idle is not None:
+                        idle.release()
                     recycle_database_connection()
                     self._stopping.wait(delay)
                     continue
+                if idle is not None and (claimed or ran):
+                    idle.release()  # busy: enqueues need not wake this sender
                 if admission is None and self.tasks is None:
                     continue  # paused: waited, ask again
                 if claimed == 0:
-                    self.book.flush()
+                    # Not under the idle lock: this session's own writes would not NOTIFY (a lock never
+                    # conflicts with its holder), and a row handed back due now must wake the other workers.
+                    if idle is None or not idle.held:
+                        self.book.flush()
                     close_quietly(backend)
                     if admission is not None and admission.probe:
                         self._no_probe()
@@ -259,8 +285,26 @@ class OutboxWorker:
                         continue
                     # Paused with tasks to serve: back when the pause ends, or a task comes.
                     pause = self.gate.retry_in() if admission is None else self.poll_interval
-                    self.waker.wait(since, max(0.05, min(self.poll_interval, pause)))
+                    timeout = max(0.05, min(self.poll_interval, pause))
+                    if idle is not None and admission is not None:
+                        if not idle.held:
+                            state = idle.take()
+                            if state is IdleState.HELD:
+                                continue  # claim once more: a row committed before the lock notified nobody
+                            if state is IdleState.ENQUEUE_IN_FLIGHT:
+                                self._stopping.wait(ENQUEUE_IN_FLIGHT_RETRY)
+                                continue  # its row is visible once it commits
+                            if state is IdleState.OTHER_IDLE:
+                                timeout = min(timeout, OTHER_IDLE_RECHECK)  # in case the holder died
+                        self.waker.wait(since, timeout)
+                        idle.release(hand_over=self.stopping)
+                        continue
+                    if idle is not None:
+                        idle.release()  # paused: the claim that would follow a notification is not ours to make
+                    self.waker.wait(since, timeout)
         finally:
+            if idle is not None:
+                idle.release(hand_over=True)
             close_quietly(backend)
             self.book.flush()
 
@@ -310,17 +354,26 @@ class OutboxWorker:
     def _pause_state(self) -> tuple:
         return self.gate.paused_since, self.gate.reason
 
-    def process_batch(self, backend: BaseEmailBackend, *, admission: Admission | None = None) -> int:
+    def process_batch(
+        self,
+        backend: BaseEmailBackend,
+        *,
+        admission: Admission | None = None,
+        on_claim: Callable[[], None] | None = None,
+    ) -> int:
         """Claim and deliver one batch over `backend`; return how many messages were claimed.
 
         `admission` is the provider gate's answer the claim was made under:
-        the probe claims one message and sends it as the probe.
+        the probe claims one message and sends it as the probe. `on_claim`
+        runs once messages are claimed, before any is sent.
         """
         admission = admission or _GO
         limit = 1 if admission.probe else self.claim_size
         messages = outbox_claim_batch(worker_id=self.worker_id, limit=limit, lease_seconds=self.lease_seconds)
         if not messages:
             return 0
+        if on_claim is not None:
+            on_claim()
         self.book.hold(message.pk for message in messages)
         waiting = list(messages)  # claimed, not yet sent
         marked: set[int] = set()

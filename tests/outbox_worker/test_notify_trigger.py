@@ -4,6 +4,9 @@ Heard on a real LISTEN connection. To show that something did *not* notify
 without sleeping, each test commits its change and then a marker
 notification in a later transaction: notifications arrive in commit order, so
 once the marker is in, anything the change sent is in too.
+
+The listening connection stands in for an idle worker: it holds the idle lock,
+without which the triggers notify nobody (test_notify_idle_lock.py).
 """
 
 import select
@@ -15,7 +18,7 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
-from outbox_worker.background import CHANNEL
+from outbox_worker.background import CHANNEL, IDLE_LOCK_KEY
 from outbox_worker.models import OutboxMessage, OutboxStatus
 from tests.factories import enqueue_messages
 
@@ -32,6 +35,7 @@ def listener():
     )
     conn.autocommit = True
     conn.cursor().execute(f"LISTEN {CHANNEL}")
+    conn.cursor().execute("SELECT pg_advisory_lock(%s)", [IDLE_LOCK_KEY])
     yield conn
     conn.close()
 

@@ -6,7 +6,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from outbox_worker.background import CHANNEL
+from outbox_worker.background import CHANNEL, IDLE_LOCK_KEY
 from outbox_worker.models import OutboxMessage, OutboxStatus, WorkerHeartbeat
 from outbox_worker.services import Refusal, outbox_retry_now
 from tests.factories import enqueue_messages
@@ -73,6 +73,8 @@ def test_retry_now_notifies_idle_workers_at_commit():
     try:
         listener.autocommit = True
         listener.cursor().execute(f"LISTEN {CHANNEL}")
+        # Stands in for an idle worker: the trigger notifies only while one holds the idle lock (0013).
+        listener.cursor().execute("SELECT pg_advisory_lock(%s)", [IDLE_LOCK_KEY])
 
         outbox_retry_now(message_ids=[message.pk])
 
