@@ -268,6 +268,8 @@ class OutboxWorker:
                 if idle is not None and (claimed or ran):
                     idle.release()  # busy: enqueues need not wake this sender
                 if admission is None and self.tasks is None:
+                    if idle is not None:
+                        idle.release()  # paused: enqueues must not keep notifying a sender that cannot claim
                     continue  # paused: waited, ask again
                 if claimed == 0:
                     # Not under the idle lock: this session's own writes would not NOTIFY (a lock never
