@@ -102,7 +102,7 @@ OPERATOR_ACTIONS = {
 
 
 @admin.register(OutboxMessage)
-class OutboxMessageAdmin(admin.ModelAdmin):
+class OutboxMessageAdmin(admin_actions.ActionsOnlyAdmin):
     # Eight narrow columns (with admin_tracking's delivery) fit 1366 px beside the filters, the app menu folded: long
     # addresses and subjects are cut (whole on hover); the next attempt rides in the status.
     list_display = ["id", "recipients_short", "subject_short", "status_label", "attempts_label", "created", "sent"]
@@ -151,17 +151,6 @@ class OutboxMessageAdmin(admin.ModelAdmin):
     ]
     # Every field shown is read-only: operators change rows only through the actions.
     readonly_fields = flatten_fieldsets(fieldsets)
-
-    # --- read-only: operators change rows only through the actions ----------
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
 
     def has_resend_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("outbox_worker.resend_outboxmessage")

@@ -19,6 +19,20 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.translation import gettext as _
 
+
+class ActionsOnlyAdmin(ModelAdmin):
+    """An admin whose rows nobody adds, edits or deletes: operators change them only through its actions."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+
 # An action loads every selected row and lists them on a page: keep both small.
 # "Select all 1 000 000" plus an action is a job for a script, not a web request.
 ACTION_LIMIT = 500

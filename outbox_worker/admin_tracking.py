@@ -121,22 +121,13 @@ class ActiveFilter(admin.SimpleListFilter):
 
 
 @admin.register(Suppression)
-class SuppressionAdmin(admin.ModelAdmin):
+class SuppressionAdmin(admin_actions.ActionsOnlyAdmin):
     list_display = ["address", "reason", "detail", "created", "state", "lifted_by"]
     list_filter = [ActiveFilter, "reason"]
     search_fields = ["address"]
     fields = ["address", "reason", "detail", "source_message", "created_at", "lifted_at", "lifted_by"]
     readonly_fields = fields
     actions = ["lift"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
 
     def has_lift_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("outbox_worker.lift_suppression")

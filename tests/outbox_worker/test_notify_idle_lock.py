@@ -8,9 +8,7 @@ Silence is proven without sleeping, as in test_notify_trigger.py: a marker
 notification committed afterwards arrives after anything sent before it.
 """
 
-import select
 import threading
-import time
 
 import psycopg2
 import pytest
@@ -19,12 +17,11 @@ from django.db import connection, transaction
 from outbox_worker.background import CHANNEL, IDLE_LOCK_KEY, IdleLock, IdleState
 from outbox_worker.claim import outbox_claim_batch
 from tests.factories import enqueue_messages
+from tests.notifications import heard_before_marker
 from tests.outbox_worker import task_functions as tasks
 from tests.processes import listener_pids, start_worker, stop_worker, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
-
-MARKER = "test-marker"
 
 
 def _connect():
@@ -59,21 +56,6 @@ def idle_lock():
     lock = IdleLock()
     yield lock
     lock.release()
-
-
-def heard_before_marker(listener) -> list[str]:
-    """Commit a marker notification; return the payloads of every notification that came before it."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, MARKER])
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        select.select([listener], [], [], max(0.0, deadline - time.monotonic()))
-        listener.poll()
-        payloads = [n.payload for n in listener.notifies]
-        if MARKER in payloads:
-            listener.notifies.clear()
-            return payloads[: payloads.index(MARKER)]
-    raise AssertionError("the marker notification never arrived")
 
 
 def idle_lock_holders() -> list[int]:

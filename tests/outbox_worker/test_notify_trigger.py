@@ -9,8 +9,6 @@ The listening connection stands in for an idle worker: it holds the idle lock,
 without which the triggers notify nobody (test_notify_idle_lock.py).
 """
 
-import select
-import time
 from datetime import timedelta
 
 import psycopg2
@@ -21,10 +19,9 @@ from django.utils import timezone
 from outbox_worker.background import CHANNEL, IDLE_LOCK_KEY
 from outbox_worker.models import OutboxMessage, OutboxStatus
 from tests.factories import enqueue_messages
+from tests.notifications import heard_before_marker
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
-
-MARKER = "test-marker"
 
 
 @pytest.fixture
@@ -38,20 +35,6 @@ def listener():
     conn.cursor().execute("SELECT pg_advisory_lock(%s)", [IDLE_LOCK_KEY])
     yield conn
     conn.close()
-
-
-def heard_before_marker(listener) -> list[str]:
-    """Commit a marker notification; return the payloads of every notification that came before it."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, MARKER])
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        select.select([listener], [], [], max(0.0, deadline - time.monotonic()))
-        listener.poll()
-        payloads = [n.payload for n in listener.notifies]
-        if MARKER in payloads:
-            return payloads[: payloads.index(MARKER)]
-    raise AssertionError("the marker notification never arrived")
 
 
 def test_a_message_due_now_notifies_at_commit(listener):
