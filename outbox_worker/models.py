@@ -442,7 +442,12 @@ class Suppression(models.Model):
     created_at = models.DateTimeField(_("created at"), default=timezone.now)
     lifted_at = models.DateTimeField(_("lifted at"), null=True, blank=True)
     lifted_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("lifted by"),
     )
 
     objects = SuppressionQuerySet.as_manager()
