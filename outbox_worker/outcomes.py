@@ -18,7 +18,7 @@ from django.db import DatabaseError, InterfaceError, close_old_connections, conn
 from django.utils import timezone
 
 from .logevents import log_event
-from .models import AttemptOutcome, DeliveryAttempt, OutboxMessage, OutboxStatus
+from .models import AttemptOutcome, DeliveryAttempt, OutboxMessage, OutboxStatus, OutboxTask
 from .retry import RetryPolicy
 from .transitions import Outcome, outbox_finish, outbox_mark_started
 
@@ -75,17 +75,24 @@ def with_database_retry(operation: Callable[[], T], *, worker_id: str) -> T:
     return operation()
 
 
-def quarantine(message: OutboxMessage, *, worker_id: str) -> Outcome | None:
-    """The outcome for a message not to send again after workers died sending it, or None to send it.
+def quarantine_reason(row: OutboxMessage | OutboxTask, *, doing: str, done: str) -> str | None:
+    """Why a row (an email or a task) its workers died on must not go out again, or None if it may.
 
-    Failed alone after QUARANTINE_AFTER interruptions (a message that crashes
-    the worker), or when its last attempt was the interrupted one.
+    Failed alone after QUARANTINE_AFTER interruptions (a row that crashes the
+    worker), or when its last attempt was the interrupted one. `doing` and
+    `done` word it for the row's kind: "sending it" / "sent", "running it" / "run".
     """
-    if message.interruptions >= QUARANTINE_AFTER:
-        error = f"interrupted {message.interruptions} times (the worker died while sending it); not sent again"
-    elif message.interruptions and message.attempts >= message.max_attempts:
-        error = f"attempts exhausted ({message.attempts}/{message.max_attempts}), the last one interrupted"
-    else:
+    if row.interruptions >= QUARANTINE_AFTER:
+        return f"interrupted {row.interruptions} times (the worker died while {doing}); not {done} again"
+    if row.interruptions and row.attempts >= row.max_attempts:
+        return f"attempts exhausted ({row.attempts}/{row.max_attempts}), the last one interrupted"
+    return None
+
+
+def quarantine(message: OutboxMessage, *, worker_id: str) -> Outcome | None:
+    """The outcome for a message not to send again after workers died sending it, or None to send it."""
+    error = quarantine_reason(message, doing="sending it", done="sent")
+    if error is None:
         return None
     now = timezone.now()
     record = DeliveryAttempt(

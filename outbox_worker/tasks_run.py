@@ -27,7 +27,7 @@ from django_tasks.utils import get_module_path
 from .claim import TASKS, task_claim_batch
 from .logevents import log_event
 from .models import OutboxTask, TaskStatus
-from .outcomes import QUARANTINE_AFTER, with_database_retry
+from .outcomes import quarantine_reason, with_database_retry
 from .retry import RetryPolicy
 from .tasks import PermanentTaskError, TaskInterrupted, json_value, load_task, task_result_from_row
 from .transitions import _held, outbox_release
@@ -123,12 +123,9 @@ def _retry_or_fail(row: OutboxTask, errors: list[dict], policy: RetryPolicy) -> 
 
 
 def _quarantined(row: OutboxTask) -> TaskOutcome | None:
-    """Fail, without running, a task its workers died running (see outcomes.quarantine)."""
-    if row.interruptions >= QUARANTINE_AFTER:
-        reason = f"interrupted {row.interruptions} times (the worker died while running it); not run again"
-    elif row.interruptions and row.attempts >= row.max_attempts:
-        reason = f"attempts exhausted ({row.attempts}/{row.max_attempts}), the last one interrupted"
-    else:
+    """Fail, without running, a task its workers died running (the rule: outcomes.quarantine_reason)."""
+    reason = quarantine_reason(row, doing="running it", done="run")
+    if reason is None:
         return None
     error = {"exception_class_path": get_module_path(TaskInterrupted), "traceback": reason}
     return TaskOutcome(row.pk, TaskStatus.FAILED, errors=[*row.errors, error])
