@@ -4,7 +4,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Exists, ExpressionWrapper, OuterRef, Q, QuerySet
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Lower, Now
 from django.utils import timezone
@@ -183,6 +183,11 @@ def held_by_live_worker() -> Q:
     """
     holder_alive = WorkerHeartbeat.objects.alive().filter(worker_id=OuterRef("locked_by"))
     return Q(status=OutboxStatus.SENDING, locked_until__gt=Now()) & Q(Exists(holder_alive))
+
+
+def with_held(queryset: QuerySet["OutboxMessage"]) -> QuerySet["OutboxMessage"]:
+    """`queryset` with `held` (held_by_live_worker) on each row, read in the same query."""
+    return queryset.annotate(held=ExpressionWrapper(held_by_live_worker(), output_field=models.BooleanField()))
 
 
 class AttemptOutcome(models.TextChoices):

@@ -11,12 +11,20 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
 from django.db import connection
-from django.db.models import BooleanField, Count, ExpressionWrapper, Min, Q, QuerySet
+from django.db.models import Count, Min, Q, QuerySet
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Lower, TruncHour
 from django.utils import timezone
 
-from .models import AttemptOutcome, DeliveryAttempt, OutboxMessage, OutboxStatus, WorkerHeartbeat, held_by_live_worker
+from .models import (
+    AttemptOutcome,
+    DeliveryAttempt,
+    OutboxMessage,
+    OutboxStatus,
+    WorkerHeartbeat,
+    held_by_live_worker,
+    with_held,
+)
 from .registry import outbox_registry
 from .services import Refusal, cancel_refusal, requeue_refusal, resend_refusal, retry_now_refusal
 
@@ -322,10 +330,6 @@ _RULES: dict[str, Callable[[OutboxMessage, datetime], Refusal | None]] = {
 }
 
 
-def _with_held(queryset: QuerySet[OutboxMessage]) -> QuerySet[OutboxMessage]:
-    return queryset.annotate(held=ExpressionWrapper(held_by_live_worker(), output_field=BooleanField()))
-
-
 def outbox_plan_for_message(*, action: str, message: OutboxMessage, now: datetime | None = None) -> PlannedChange:
     """Return what `action` would do to one message now (see outbox_action_plan)."""
     if not hasattr(message, "held"):
@@ -341,7 +345,7 @@ def outbox_action_plan(*, action: str, message_ids: Iterable[int], now: datetime
     """
     now = now or timezone.now()
     rule = _RULES[action]
-    messages = _with_held(OutboxMessage.objects.filter(pk__in=list(message_ids)))
+    messages = with_held(OutboxMessage.objects.filter(pk__in=list(message_ids)))
     return [
         PlannedChange(message, rule(message, now))
         for message in messages.defer("body_text", "body_html").order_by("pk")

@@ -8,7 +8,7 @@ from enum import StrEnum
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import BooleanField, Case, ExpressionWrapper, F, Q, QuerySet, When
+from django.db.models import Case, F, Q, QuerySet, When
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -22,7 +22,15 @@ from .mime import (
     check_mailbox,
     idna_domain,
 )
-from .models import DeliveryAttempt, DeliveryEvent, OutboxMessage, OutboxStatus, WorkerHeartbeat, held_by_live_worker
+from .models import (
+    DeliveryAttempt,
+    DeliveryEvent,
+    OutboxMessage,
+    OutboxStatus,
+    WorkerHeartbeat,
+    held_by_live_worker,
+    with_held,
+)
 from .suppression import hold_if_suppressed
 
 # Statuses a message never leaves by itself; only these may be pruned.
@@ -197,8 +205,7 @@ def requeue_refusal(*, message: OutboxMessage, held: bool) -> Refusal | None:
 
 
 def _with_held(message_ids: Iterable[int]) -> QuerySet[OutboxMessage]:
-    held = ExpressionWrapper(held_by_live_worker(), output_field=BooleanField())
-    return OutboxMessage.objects.filter(pk__in=list(message_ids)).annotate(held=held).order_by("pk")
+    return with_held(OutboxMessage.objects.filter(pk__in=list(message_ids))).order_by("pk")
 
 
 def outbox_resend(*, message_ids: Iterable[int]) -> ActionReport:
