@@ -1,10 +1,13 @@
 """Run Django in a child process with a chosen environment (settings are read once per process)."""
 
+import json
 import os
 import secrets
 import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,3 +55,23 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def http(method: str, path: str, port: int, body: dict | None = None, **headers: str) -> tuple[int, dict, dict]:
+    """One JSON request to a server this test started on 127.0.0.1: (status, headers, JSON body).
+
+    Status 0 when nothing answers yet (a server still starting), so callers can poll with it.
+    """
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        data=json.dumps(body).encode() if body is not None else None,
+        method=method,
+        headers={"Content-Type": "application/json", **headers},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, dict(response.headers), json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), json.loads(error.read() or b"{}")
+    except OSError:
+        return 0, {}, {}

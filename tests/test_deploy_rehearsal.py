@@ -7,22 +7,19 @@ worker and (on schedule) cron with the start commands .railway/railway.ts
 declares. The commands are read from the evaluated IaC, never written here.
 """
 
-import json
 import os
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import psycopg2
 import pytest
 from django.conf import settings
 
-from tests.child_django import ROOT, clean_env, free_port
+from tests.child_django import ROOT, clean_env, free_port, http
 from tests.processes import wait_until
 from tests.railway_iac import railway_services
 from tests.smtp import SMTPServer
@@ -77,22 +74,6 @@ def run(command: str, *, cwd: Path, env: dict[str, str], timeout: float = 300) -
 def start(command: str, *, cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
     with open(log, "wb") as out:
         return subprocess.Popen(shlex.split(command), cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
-
-
-def http(port: int, method: str, path: str, body: dict | None = None, **headers: str) -> tuple[int, dict]:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}",
-        data=json.dumps(body).encode() if body is not None else None,
-        method=method,
-        headers={"Content-Type": "application/json", **headers},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"{}")
-    except OSError:
-        return 0, {}
 
 
 def outbox_statuses(database_url: str) -> list[str]:
@@ -166,7 +147,7 @@ def test_a_fresh_railway_deploy_builds_migrates_serves_delivers_and_stops_cleanl
         # Railway's healthcheck: plain HTTP, its own Host header.
         wait_until(
             lambda: (
-                http(port, "GET", web["deploy"]["healthcheckPath"], Host="healthcheck.railway.app")[0] == 200
+                http("GET", web["deploy"]["healthcheckPath"], port, Host="healthcheck.railway.app")[0] == 200
                 or processes["web"].poll() is not None
             ),
             timeout=120,
@@ -175,10 +156,10 @@ def test_a_fresh_railway_deploy_builds_migrates_serves_delivers_and_stops_cleanl
         assert processes["web"].poll() is None, logs["web"].read_text()
 
         # One enrollment through Railway's proxy: TLS ended, the client in X-Real-IP.
-        status, body = http(
-            port,
+        status, _, body = http(
             "POST",
             "/api/enrollments/",
+            port,
             {"product": 1, "name": "Ana Souza", "email": "ana@example.com"},
             Host=PUBLIC_DOMAIN,
             **{"X-Forwarded-Proto": "https", "X-Real-IP": "203.0.113.7"},

@@ -15,13 +15,12 @@ import socket
 import subprocess
 import sys
 import threading
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from outbox_worker.models import OutboxMessage, OutboxStatus
-from tests.child_django import ROOT, free_port
+from tests.child_django import ROOT, free_port, http
 from tests.factories import make_product
 from tests.processes import database_url
 
@@ -54,20 +53,6 @@ def wait_for_port(port: int, process: subprocess.Popen, log: Path, timeout: floa
         except OSError:
             gave_up.wait(0.05)
     pytest.fail(f"nothing listened on {port}:\n{log.read_text()}")
-
-
-def http(method: str, path: str, port: int, body: dict | None = None, **headers: str) -> tuple[int, dict, dict]:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}",
-        data=json.dumps(body).encode() if body is not None else None,
-        method=method,
-        headers={"Content-Type": "application/json", **headers},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, dict(response.headers), json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), json.loads(error.read())
 
 
 def stop(process: subprocess.Popen, timeout: float = 60) -> int:
