@@ -26,13 +26,15 @@ HTTP_TIMEOUT = 30.0
 PG_URL = os.environ.get("BENCH_PG_URL", "postgres://root@127.0.0.1:5432").rstrip("/")
 OURS = "bench.oursite.settings"
 REFS = "bench.refs.settings"
+# BENCH_DB_SUFFIX gives a second checkout its own databases, so two benchmark runs never share tables.
+DB_SUFFIX = os.environ.get("BENCH_DB_SUFFIX", "")
 DATABASES = {
-    OURS: "bench_outbox",
-    REFS: "bench_refs",
-    "claim_small": "bench_claim_small",
-    "claim_big": "bench_claim_big",
+    OURS: f"bench_outbox{DB_SUFFIX}",
+    REFS: f"bench_refs{DB_SUFFIX}",
+    "claim_small": f"bench_claim_small{DB_SUFFIX}",
+    "claim_big": f"bench_claim_big{DB_SUFFIX}",
     # Issue 8's enqueue benchmark: bench_outbox with the outbox's indexes as they were before 0008_trim_indexes.
-    "before": "bench_outbox_before",
+    "before": f"bench_outbox_before{DB_SUFFIX}",
 }
 
 # --- PostgreSQL ----------------------------------------------------------------
