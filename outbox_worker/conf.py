@@ -6,8 +6,13 @@ from django.conf import settings
 class OutboxSettings:
     @property
     def MAX_ATTEMPTS(self) -> int:
-        """Deliveries a message gets before it is marked failed."""
-        return int(getattr(settings, "OUTBOX_MAX_ATTEMPTS", 5))
+        """Deliveries a message gets before it is marked failed.
+
+        Six: the quick first retry (FIRST_RETRY), then waits of 30, 60, 120
+        and 240 s (BACKOFF), so a greylisting server has ~7 minutes to let the
+        message through (postgrey's default delay is 5).
+        """
+        return int(getattr(settings, "OUTBOX_MAX_ATTEMPTS", 6))
 
     @property
     def LEASE_SECONDS(self) -> float:
@@ -110,10 +115,21 @@ class OutboxSettings:
         return tuple(getattr(settings, "OUTBOX_PAUSE_BACKOFF", (1.0, 300.0)))
 
     @property
+    def FIRST_RETRY(self) -> float:
+        """Seconds before the first retry of a message-level transient failure (0: straight to BACKOFF).
+
+        Short, so a one-off temporary reply costs its message about a second
+        and a drain with scattered 451s keeps its pace; a greylisting server
+        refuses this retry too and the message then follows BACKOFF.
+        """
+        return float(getattr(settings, "OUTBOX_FIRST_RETRY", 1.0))
+
+    @property
     def BACKOFF(self) -> tuple[float, float]:
         """(base, maximum) seconds before the next delivery after a transient failure.
 
-        The delay doubles with each attempt: base, 2×base, 4×base … up to maximum.
+        After the FIRST_RETRY, the delay doubles with each attempt: base,
+        2×base, 4×base … up to maximum.
         """
         return tuple(getattr(settings, "OUTBOX_BACKOFF", (30.0, 3600.0)))
 

@@ -6,8 +6,11 @@ Two levels, and no sender ever sleeps on one message's behalf:
   ~0.5 s, so a single dropped connection costs milliseconds. A message-level
   error (a greylisting 451, a 550) is never retried in-process: the message
   goes back to the queue and the sender moves on to the next one;
-- back in the queue, a message-level transient failure waits `backoff(attempt)`,
-  doubling each time, until the message's attempt budget is spent and it is
+- back in the queue, a message-level transient failure is tried again once
+  soon (FIRST_RETRY, ~1 s: most temporary replies that are not greylisting,
+  such as "451 4.3.0 temporary failure", are gone by then), then waits
+  `backoff(attempt)`, doubling each time from BACKOFF's base (greylisting
+  servers want minutes), until the message's attempt budget is spent and it is
   marked failed. Provider-level failures spend no attempt: the provider gate
   (provider.py) pauses delivery instead.
 """
@@ -29,6 +32,7 @@ RECONNECT_WAIT_GROWTH = 5
 @dataclass(frozen=True)
 class RetryPolicy:
     tries: int
+    first_retry: float
     wait_initial: float
     wait_max: float
     backoff_base: float
@@ -40,6 +44,7 @@ class RetryPolicy:
         backoff_base, backoff_max = outbox_settings.BACKOFF
         return cls(
             tries=outbox_settings.SEND_TRIES,
+            first_retry=outbox_settings.FIRST_RETRY,
             wait_initial=wait_initial,
             wait_max=wait_max,
             backoff_base=backoff_base,
@@ -74,7 +79,19 @@ class RetryPolicy:
         )
 
     def backoff(self, attempt: int) -> timedelta:
-        """Return how long to wait before delivery number `attempt + 1`."""
-        delay = min(self.backoff_max, self.backoff_base * 2 ** max(0, attempt - 1))
+        """Return how long to wait before delivery number `attempt + 1`.
+
+        With FIRST_RETRY set: first_retry, then base, 2×base … up to the
+        maximum; without it (0): base, 2×base … The quick retry costs an
+        attempt, which is why the default budget is one higher than the
+        greylisting schedule alone needs.
+        """
+        if self.first_retry > 0:
+            if attempt <= 1:
+                delay = self.first_retry
+            else:
+                delay = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 2))
+        else:
+            delay = min(self.backoff_max, self.backoff_base * 2 ** max(0, attempt - 1))
         # Jitter spreads out messages that failed together (one provider outage).
         return timedelta(seconds=delay * random.uniform(0.8, 1.0))

@@ -7,6 +7,7 @@ import pytest
 from django.core.mail.backends.smtp import EmailBackend
 from django.utils import timezone
 
+from outbox_worker.conf import outbox_settings
 from outbox_worker.delivery import deliver
 from outbox_worker.errors import Blame
 from outbox_worker.models import AttemptOutcome, OutboxMessage, OutboxStatus
@@ -51,7 +52,12 @@ def test_a_451_after_data_sends_the_message_back_to_the_queue_after_one_try(make
 
     message.refresh_from_db()
     assert message.status == OutboxStatus.PENDING
-    assert message.available_at > before + timedelta(seconds=5)  # persistent backoff, not due at once
+    # Persisted, not slept through: due again after the quick first retry's wait (jittered down by at most
+    # 20 %, counted from when the outcome was written), well before the greylisting backoff's first step.
+    [attempt] = message.delivery_attempts.all()
+    wait = (message.available_at - attempt.finished_at).total_seconds()
+    assert 0.8 * outbox_settings.FIRST_RETRY - 0.05 <= wait < 0.8 * outbox_settings.BACKOFF[0]
+    assert message.available_at > before
     assert "451" in message.last_error
     assert [(a.try_number, a.outcome, a.smtp_code) for a in message.delivery_attempts.all()] == [
         (1, AttemptOutcome.TRANSIENT, 451)
@@ -323,7 +329,7 @@ def test_a_provider_refusal_is_reconnected_a_bounded_number_of_times_with_sub_se
     smtp_server.handler.mail_replies.extend(["553 5.7.1 sender address rejected"] * 10)
     [message] = enqueue_messages(1)
     backend = EmailBackend(host="127.0.0.1", port=smtp_server.port, timeout=5)
-    policy = RetryPolicy(tries=4, wait_initial=0.1, wait_max=0.5, backoff_base=30, backoff_max=3600)
+    policy = RetryPolicy(tries=4, first_retry=1, wait_initial=0.1, wait_max=0.5, backoff_base=30, backoff_max=3600)
 
     result, waits = deliver_one(message, backend, policy)
     backend.close()
