@@ -204,6 +204,7 @@ def faults(cfg) -> dict:
                 sink.poll()
                 result = {
                     "all_accepted": distinct_done,
+                    "seconds_to_95pct": time_to_fraction(sink, 0.95, n),
                     "seconds_to_99pct": time_to_fraction(sink, 0.99, n),
                     "seconds_to_100pct": time_to_fraction(sink, 1.0, n),
                     "distinct_rate_per_s": _distinct_rate(sink),
@@ -218,8 +219,19 @@ def faults(cfg) -> dict:
             )
             runs[name].append(result)
     ratio = median_ratio(runs, "faulty_10pct", "healthy", "distinct_rate_per_s")
-    log(f"faults: faulty/healthy throughput (distinct messages accepted per second): {ratio:.2f}x (target >= 0.8)")
-    return {"emails": n, "rounds": rounds, "settle_s": settle, "runs": runs, "faulty_vs_healthy": ratio, "target": 0.8}
+    # The same ratio over the first 95 % / 99 % of messages: the drain's pace while there is a backlog,
+    # without the tail of the few messages refused twice in a row, which wait the greylisting backoff.
+    by_fraction = {
+        pct: median_ratio(runs, "healthy", "faulty_10pct", f"seconds_to_{pct}pct") for pct in (95, 99)
+    }  # healthy seconds / faulty seconds = faulty rate / healthy rate
+    log(
+        f"faults: faulty/healthy throughput (distinct messages accepted per second): to the last message "
+        f"{ratio:.2f}x, to 99 % {by_fraction[99]:.2f}x, to 95 % {by_fraction[95]:.2f}x (target >= 0.8)"
+    )
+    return {
+        "emails": n, "rounds": rounds, "settle_s": settle, "runs": runs, "faulty_vs_healthy": ratio,
+        "faulty_vs_healthy_to_99pct": by_fraction[99], "faulty_vs_healthy_to_95pct": by_fraction[95], "target": 0.8,
+    }  # fmt: skip
 
 
 def _distinct_rate(sink: Sink) -> float:
