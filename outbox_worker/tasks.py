@@ -32,6 +32,18 @@ class PermanentTaskError(Exception):
     """Raise from a task when running it again cannot help (a 400 from an API, a missing object): failed at once."""
 
 
+class RetryTaskLater(Exception):
+    """Raise from a task to have it retried no sooner than `after` seconds (e.g. an API's Retry-After).
+
+    The attempt is spent as with any other error; the wait is the longer of
+    `after` and the usual backoff, and never longer than OUTBOX_BACKOFF's maximum.
+    """
+
+    def __init__(self, message: str, *, after: float = 0.0) -> None:
+        super().__init__(message)
+        self.after = max(0.0, after)
+
+
 class TaskInterrupted(Exception):
     """Recorded, never raised: the workers running a task died, so it was failed without running it again."""
 

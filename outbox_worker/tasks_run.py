@@ -29,7 +29,7 @@ from .logevents import log_event
 from .models import OutboxTask, TaskStatus
 from .outcomes import quarantine_reason, with_database_retry
 from .retry import RetryPolicy
-from .tasks import PermanentTaskError, TaskInterrupted, json_value, load_task, task_result_from_row
+from .tasks import PermanentTaskError, RetryTaskLater, TaskInterrupted, json_value, load_task, task_result_from_row
 from .transitions import _held, outbox_release
 
 logger = logging.getLogger("outbox_worker.worker")
@@ -106,6 +106,8 @@ def run_task(row: OutboxTask, *, policy: RetryPolicy) -> TaskOutcome:
         raw_value = task.call(*args, **row.kwargs)
     except PermanentTaskError as exc:
         return TaskOutcome(row.pk, TaskStatus.FAILED, errors=[*errors, _error(exc)])
+    except RetryTaskLater as exc:
+        return _retry_or_fail(row, [*errors, _error(exc)], policy, at_least=exc.after)
     except Exception as exc:  # noqa: BLE001 - any other error is the task's, retried
         return _retry_or_fail(row, [*errors, _error(exc)], policy)
     try:
@@ -116,9 +118,11 @@ def run_task(row: OutboxTask, *, policy: RetryPolicy) -> TaskOutcome:
     return TaskOutcome(row.pk, TaskStatus.SUCCEEDED, return_value=return_value, errors=errors)
 
 
-def _retry_or_fail(row: OutboxTask, errors: list[dict], policy: RetryPolicy) -> TaskOutcome:
+def _retry_or_fail(row: OutboxTask, errors: list[dict], policy: RetryPolicy, *, at_least: float = 0.0) -> TaskOutcome:
     if row.attempts < row.max_attempts:
-        return TaskOutcome(row.pk, TaskStatus.PENDING, errors=errors, retry_in=policy.backoff(row.attempts))
+        # The task's own "not before" (a Retry-After) wins over a shorter backoff, up to the backoff's cap.
+        wait = max(policy.backoff(row.attempts), timedelta(seconds=min(at_least, policy.backoff_max)))
+        return TaskOutcome(row.pk, TaskStatus.PENDING, errors=errors, retry_in=wait)
     return TaskOutcome(row.pk, TaskStatus.FAILED, errors=errors)
 
 

@@ -4,6 +4,8 @@ import hashlib
 import hmac
 import json
 import threading
+from datetime import timedelta
+from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -12,6 +14,7 @@ from django.utils import timezone
 
 from backend.enrollments.models import Enrollment
 from backend.enrollments.services import enrollment_create
+from outbox_worker.conf import outbox_settings
 from outbox_worker.models import OutboxTask, TaskStatus
 from outbox_worker.worker import OutboxWorker
 from tests.factories import make_product
@@ -28,6 +31,7 @@ class StaffChannel(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.statuses: list[int] = []
+        self.retry_after: str | None = None  # sent with every 429/503 when set
         self.requests: list[tuple[dict, bytes]] = []
         self.hang = threading.Event()  # set: requests get no answer until `release` is set
         self.release = threading.Event()
@@ -48,6 +52,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         status = self.server.statuses.pop(0) if self.server.statuses else 200
         self.send_response(status)
+        if status in (429, 503) and self.server.retry_after is not None:
+            self.send_header("Retry-After", self.server.retry_after)
         self.send_header("Content-Length", "0")
         self.end_headers()
 
@@ -139,6 +145,34 @@ def test_429_and_5xx_are_retried_and_the_next_attempt_succeeds(channel, run_work
     assert len(channel.requests) == 2
     # Both attempts carried the same body and signature.
     assert channel.requests[0] == channel.requests[1]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("retry_after", "expected"),
+    [
+        ("600", 600),  # delta-seconds: longer than the backoff, so it wins
+        (lambda: format_datetime(timezone.now() + timedelta(seconds=900), usegmt=True), 900),  # an HTTP date
+        ("86400", None),  # a day: capped at OUTBOX_BACKOFF's maximum
+        ("soon", 0),  # unreadable: the usual backoff
+    ],
+)
+def test_a_429s_retry_after_is_honoured_up_to_the_backoff_cap(channel, run_worker, retry_after, expected):
+    channel.statuses = [429]
+    channel.retry_after = retry_after() if callable(retry_after) else retry_after
+    _enroll()
+    before = timezone.now()
+    run_worker()
+    row = _task()
+    assert (row.status, row.attempts) == (TaskStatus.PENDING, 1)
+    wait = (row.available_at - before).total_seconds()
+    cap = outbox_settings.BACKOFF[1]
+    if expected is None:
+        assert 0.8 * cap <= wait <= cap + 5
+    elif expected == 0:
+        assert wait <= 30  # the quick first retry (or the first backoff step), not a Retry-After
+    else:
+        assert expected - 5 <= wait <= expected + 5
 
 
 @pytest.mark.django_db
