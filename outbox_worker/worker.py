@@ -385,7 +385,10 @@ class OutboxWorker:
         try:
             while waiting and not self.stopping:
                 message = waiting[0]
-                if quarantined := quarantine(message, worker_id=self.worker_id):
+                # Judged as claimed, never after the mark: marking a suspect for
+                # its last attempt makes attempts == max_attempts, which the rule
+                # would read as "the last one was interrupted" and fail it unsent.
+                if message.pk not in marked and (quarantined := quarantine(message, worker_id=self.worker_id)):
                     waiting.pop(0)
                     self.book.add(quarantined)
                     continue

@@ -369,3 +369,29 @@ def test_a_row_that_cannot_be_built_is_failed_for_good_without_a_send(smtp_serve
     assert [a.outcome for a in result.attempts] == [AttemptOutcome.PERMANENT]
     assert "UnicodeError" in result.error
     assert smtp_server.handler.mail_commands == 0
+
+
+def test_a_message_interrupted_once_gets_its_last_attempt(make_worker, smtp_server):
+    # In flight once when a worker died, with one attempt left: it is sent
+    # (alone, as a suspect), not failed as if that last attempt had been the
+    # interrupted one. The chaos soak failed 4 of 5,000 messages this way.
+    [message] = enqueue_messages(1)
+    OutboxMessage.objects.filter(pk=message.pk).update(interruptions=1, attempts=message.max_attempts - 1)
+
+    make_worker().run()
+
+    message.refresh_from_db()
+    assert (message.status, message.attempts) == (OutboxStatus.SENT, message.max_attempts)
+    assert smtp_server.handler.message_ids() == [message.message_id]
+
+
+def test_a_message_whose_last_attempt_was_interrupted_is_failed_unsent(make_worker, smtp_server):
+    [message] = enqueue_messages(1)
+    OutboxMessage.objects.filter(pk=message.pk).update(interruptions=1, attempts=message.max_attempts)
+
+    make_worker().run()
+
+    message.refresh_from_db()
+    assert message.status == OutboxStatus.FAILED
+    assert message.last_error.startswith(f"attempts exhausted ({message.max_attempts}/{message.max_attempts})")
+    assert smtp_server.handler.message_ids() == []
