@@ -8,11 +8,12 @@ class OutboxSettings:
     def MAX_ATTEMPTS(self) -> int:
         """Deliveries a message gets before it is marked failed.
 
-        Six: the quick first retry (FIRST_RETRY), then waits of 30, 60, 120
-        and 240 s (BACKOFF), so a greylisting server has ~7 minutes to let the
-        message through (postgrey's default delay is 5).
+        Ten: the quick first retry (FIRST_RETRY), then waits of 30 s doubling
+        to an hour (BACKOFF): a message outlives about two hours of a
+        recipient's server refusing it for now (greylisting, a full mailbox,
+        a server down), where five attempts gave up after seven minutes.
         """
-        return int(getattr(settings, "OUTBOX_MAX_ATTEMPTS", 6))
+        return int(getattr(settings, "OUTBOX_MAX_ATTEMPTS", 10))
 
     @property
     def LEASE_SECONDS(self) -> float:
