@@ -69,12 +69,14 @@ def _taken_back(vendor: str, row: str) -> str:
 
 def _set_claimed(vendor: str, row: str) -> str:
     # A row that comes back with `started_at` set was in flight when its worker
-    # died: that is one interruption (the attempt was counted when it started).
+    # died: that is one interruption (the attempt was counted when it started),
+    # and a solo one if it was marked started alone.
+    in_flight = f"{row}status = %(sending)s AND {row}started_at IS NOT NULL"
     return f"""
     status = %(sending)s, locked_by = %(worker)s, locked_until = {database_now_plus_sql(vendor, "lease")},
-    interruptions = {row}interruptions
-        + CASE WHEN {row}status = %(sending)s AND {row}started_at IS NOT NULL THEN 1 ELSE 0 END,
-    started_at = NULL, updated_at = {database_now_sql(vendor)}"""
+    interruptions = {row}interruptions + CASE WHEN {in_flight} THEN 1 ELSE 0 END,
+    solo_interruptions = {row}solo_interruptions + CASE WHEN {in_flight} AND {row}started_solo THEN 1 ELSE 0 END,
+    started_at = NULL, started_solo = %(false)s, updated_at = {database_now_sql(vendor)}"""
 
 
 def _postgres_claim(queue: QueueTable, where: str) -> str:
@@ -156,6 +158,7 @@ def claim_batch(
         "lease": float(lease_seconds),
         "stale": -worker_stale_after().total_seconds(),
         "limit": limit,
+        "false": False,
         **(extra or {}),
     }
     with transaction.atomic():

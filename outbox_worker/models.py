@@ -80,9 +80,16 @@ class OutboxMessage(models.Model):
     # row; cleared by the next claim. A row that comes back from a dead worker
     # with it set was in flight when that worker died.
     started_at = models.DateTimeField(_("send started at"), null=True, blank=True)
-    # How many workers died while this row was in flight. A message that kills
-    # the worker twice is failed alone instead of crash-looping its neighbours.
+    # How many workers died while this row was in flight (marked started, no outcome written yet).
     interruptions = models.PositiveSmallIntegerField(_("interruptions"), default=0)
+    # Whether the current attempt was marked started as the only message of its
+    # group; cleared by the next claim. Messages are marked in groups
+    # (OUTBOX_FINISH_EVERY), so a death with a group in flight says little of
+    # each member; a death with this message in flight alone says it may be the one.
+    started_solo = models.BooleanField(_("started alone"), default=False)
+    # Deaths while it was in flight alone: the evidence that it kills workers.
+    # At two it is failed alone (outcomes.quarantine_reason), never its neighbours.
+    solo_interruptions = models.PositiveSmallIntegerField(_("interruptions while alone"), default=0)
     max_attempts = models.PositiveIntegerField(_("maximum attempts"), default=5)
     available_at = models.DateTimeField(_("next attempt"), default=timezone.now)
     locked_by = models.CharField(_("worker"), max_length=128, blank=True)
@@ -350,6 +357,9 @@ class OutboxTask(models.Model):
     max_attempts = models.PositiveIntegerField(_("maximum attempts"), default=5)
     started_at = models.DateTimeField(_("run started at"), null=True, blank=True)
     interruptions = models.PositiveSmallIntegerField(_("interruptions"), default=0)
+    # As OutboxMessage's; a task always runs alone, so every interruption is a solo one.
+    started_solo = models.BooleanField(_("started alone"), default=False)
+    solo_interruptions = models.PositiveSmallIntegerField(_("interruptions while alone"), default=0)
     available_at = models.DateTimeField(_("due at"), default=timezone.now)
     locked_by = models.CharField(_("worker"), max_length=128, blank=True)
     locked_until = models.DateTimeField(_("held until"), null=True, blank=True)

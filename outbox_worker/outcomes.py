@@ -30,7 +30,7 @@ T = TypeVar("T")
 # restarting must cost a pause, never a crash loop or a message marked failed.
 DATABASE_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
 
-# A message in flight when its worker died this many times is failed, alone.
+# A message in flight, alone, when its worker died this many times is failed, alone.
 QUARANTINE_AFTER = 2
 
 _OUTCOME_NAMES = {OutboxStatus.SENT: "sent", OutboxStatus.PENDING: "retry", OutboxStatus.FAILED: "failed"}
@@ -78,12 +78,18 @@ def with_database_retry(operation: Callable[[], T], *, worker_id: str) -> T:
 def quarantine_reason(row: OutboxMessage | OutboxTask, *, doing: str, done: str) -> str | None:
     """Why a row (an email or a task) its workers died on must not go out again, or None if it may.
 
-    Failed alone after QUARANTINE_AFTER interruptions (a row that crashes the
-    worker), or when its last attempt was the interrupted one. `doing` and
-    `done` word it for the row's kind: "sending it" / "sent", "running it" / "run".
+    Failed alone after QUARANTINE_AFTER deaths of its worker while it was the
+    only row of its group in flight (a row that crashes the worker: deaths with
+    a whole group in flight make every member a suspect, sent alone from then
+    on, but count against none), or when its last attempt was the interrupted
+    one. `doing` and `done` word it for the row's kind: "sending it" / "sent",
+    "running it" / "run".
     """
-    if row.interruptions >= QUARANTINE_AFTER:
-        return f"interrupted {row.interruptions} times (the worker died while {doing}); not {done} again"
+    if row.solo_interruptions >= QUARANTINE_AFTER:
+        return (
+            f"interrupted {row.solo_interruptions} times while it was the only one in flight "
+            f"(the worker died while {doing}); not {done} again"
+        )
     if row.interruptions and row.attempts >= row.max_attempts:
         return f"attempts exhausted ({row.attempts}/{row.max_attempts}), the last one interrupted"
     return None

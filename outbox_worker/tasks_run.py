@@ -75,7 +75,7 @@ def task_mark_started(*, task: OutboxTask, worker_id: str, previous: TaskOutcome
     with transaction.atomic():
         previous_kept = _write_outcome(previous, worker_id) if previous else True
         marked = _held([task.pk], worker_id, TASKS).update(
-            started_at=Now(), last_attempted_at=Now(), updated_at=Now(),
+            started_at=Now(), started_solo=True, last_attempted_at=Now(), updated_at=Now(),
             attempts=task.attempts + 1, worker_ids=[*task.worker_ids, worker_id],
         )  # fmt: skip
     return bool(marked), previous_kept

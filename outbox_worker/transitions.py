@@ -154,8 +154,8 @@ def outbox_mark_started(
         marked = _update_held_returning(
             list(message_ids),
             worker_id,
-            f"started_at = {now}, attempts = attempts + 1, updated_at = {now}",
-            [],
+            f"started_at = {now}, started_solo = %s, attempts = attempts + 1, updated_at = {now}",
+            [len(message_ids) == 1],
             "id, attempts",
         )
     return dict(marked), lost

@@ -117,6 +117,21 @@ def test_a_row_in_flight_when_its_worker_died_comes_back_with_one_interruption_a
     assert (never_started.attempts, never_started.interruptions) == (0, 0)
 
 
+def test_only_a_death_with_the_row_marked_alone_counts_as_a_solo_interruption():
+    alone, first_of_two, second_of_two = enqueue_messages(3)
+    claim(worker_id="dead")
+    outbox_mark_started(message_ids=[alone.pk], worker_id="dead")
+    outbox_mark_started(message_ids=[first_of_two.pk, second_of_two.pk], worker_id="dead")
+
+    claim(worker_id="w2")
+
+    rows = {m.pk: m for m in OutboxMessage.objects.all()}
+    assert (rows[alone.pk].interruptions, rows[alone.pk].solo_interruptions) == (1, 1)
+    pair = (rows[first_of_two.pk], rows[second_of_two.pk])
+    assert {(row.interruptions, row.solo_interruptions) for row in pair} == {(1, 0)}
+    assert not any(row.started_solo for row in rows.values())  # the flag belongs to one attempt
+
+
 def test_a_clock_an_hour_ahead_does_not_take_a_live_lease(monkeypatch):
     """Leases are judged by the database clock: a worker's own clock cannot expire them."""
     [message] = enqueue_messages(1)

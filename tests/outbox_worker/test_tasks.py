@@ -166,11 +166,11 @@ def test_a_task_whose_workers_died_twice_running_it_is_failed_without_running_ag
     # As a worker killed mid-run leaves it: held, started, by a worker with no heartbeat; once interrupted before.
     OutboxTask.objects.filter(pk=result.id).update(
         status=TaskStatus.RUNNING, locked_by="dead:1:abc", locked_until=timezone.now() - timedelta(seconds=1),
-        started_at=timezone.now(), attempts=2, interruptions=1,
+        started_at=timezone.now(), started_solo=True, attempts=2, interruptions=1, solo_interruptions=1,
     )  # fmt: skip
     make_worker().run()
     row = OutboxTask.objects.get(pk=result.id)
-    assert (row.status, row.interruptions, row.attempts) == (TaskStatus.FAILED, 2, 2)
+    assert (row.status, row.interruptions, row.solo_interruptions, row.attempts) == (TaskStatus.FAILED, 2, 2, 2)
     assert "interrupted 2 times" in row.last_error
     assert not (tmp_path / "runs.log").exists()
 

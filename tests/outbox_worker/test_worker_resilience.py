@@ -103,31 +103,52 @@ def test_kill_9_mid_batch_charges_only_the_started_group_and_once_takes_the_rows
     }
 
 
-def test_a_message_that_kills_the_worker_twice_is_failed_alone_and_its_neighbours_are_delivered(smtp_server, tmp_path):
+CRASHING = {"EMAIL_BACKEND": "tests.processes.CrashingEmailBackend", "OUTBOX_TEST_CRASH_ON": "crash@example.com"}
+
+
+def _once_runs(smtp_server, tmp_path, runs: int) -> list[int]:
+    codes = []
+    for run in range(runs):
+        worker = start_worker(
+            "--once", smtp_port=smtp_server.port, log_path=tmp_path / f"run{run}.log", **CRASHING, **FAST_STALENESS
+        )
+        codes.append(worker.wait(timeout=120))
+    return codes
+
+
+def test_a_message_that_kills_the_worker_twice_while_alone_is_failed_alone_and_its_neighbours_are_delivered(
+    smtp_server, tmp_path
+):
     messages = enqueue_messages(6)
     doomed = messages[2]
     OutboxMessage.objects.filter(pk=doomed.pk).update(to=["crash@example.com"])
-    crashing = {
-        "EMAIL_BACKEND": "tests.processes.CrashingEmailBackend",
-        "OUTBOX_TEST_CRASH_ON": "crash@example.com",
-        **FAST_STALENESS,
-    }
 
-    codes = []
-    for run in range(3):
-        worker = start_worker("--once", smtp_port=smtp_server.port, log_path=tmp_path / f"run{run}.log", **crashing)
-        codes.append(worker.wait(timeout=120))
+    codes = _once_runs(smtp_server, tmp_path, 4)
 
-    # Two runs died on it; the third failed it without sending it and delivered the rest.
-    assert codes == [70, 70, 0]
+    # Run 1 died with the six marked started as one group: that death makes all
+    # six suspects but counts against none. Suspects go alone: runs 2 and 3 died
+    # with the doomed one alone in flight; run 4 failed it unsent and delivered the rest.
+    assert codes == [70, 70, 70, 0]
     doomed.refresh_from_db()
     assert doomed.status == OutboxStatus.FAILED
-    assert doomed.last_error.startswith("interrupted 2 times")
+    assert (doomed.interruptions, doomed.solo_interruptions) == (3, 2)
+    assert doomed.last_error.startswith("interrupted 2 times while it was the only one in flight")
     assert [a.outcome for a in doomed.delivery_attempts.all()] == [AttemptOutcome.ABANDONED]
     neighbours = OutboxMessage.objects.exclude(pk=doomed.pk)
     assert set(neighbours.values_list("status", flat=True)) == {OutboxStatus.SENT}
     assert max(neighbours.values_list("interruptions", flat=True)) == 1
+    assert max(neighbours.values_list("solo_interruptions", flat=True)) == 0
     assert {m.message_id for m in messages if m.pk != doomed.pk} == set(smtp_server.handler.message_ids())
+
+
+def test_a_lone_message_that_kills_the_worker_twice_is_failed_after_the_second_death(smtp_server, tmp_path):
+    # The usual case on a quiet queue: one email in flight, and it is the culprit.
+    [doomed] = enqueue_messages(1)
+    OutboxMessage.objects.filter(pk=doomed.pk).update(to=["crash@example.com"])
+
+    assert _once_runs(smtp_server, tmp_path, 3) == [70, 70, 0]
+    doomed.refresh_from_db()
+    assert (doomed.status, doomed.interruptions, doomed.solo_interruptions) == (OutboxStatus.FAILED, 2, 2)
 
 
 def test_outcomes_are_written_while_the_next_send_is_still_in_progress(smtp_server, tmp_path):
