@@ -162,11 +162,18 @@ def outbox_mark_started(
 
 
 def outbox_release(
-    *, message_ids: Iterable[int], worker_id: str, retry_in: timedelta | None = None, queue: QueueTable = EMAILS
+    *,
+    message_ids: Iterable[int],
+    worker_id: str,
+    retry_in: timedelta | None = None,
+    queue: QueueTable = EMAILS,
+    error: str = "",
 ) -> int:
     """Hand back claimed rows that were not sent (or run): due again now (or `retry_in` from now), nothing charged.
 
-    A row already marked started gets its attempt back: it never reached the provider.
+    A row already marked started gets its attempt back: it never reached the
+    provider. `error` (emails only), if given, becomes their `last_error`: why
+    they are waiting, such as the connection that could not be made.
     """
     ids = list(message_ids)
     if not ids:
@@ -181,6 +188,7 @@ def outbox_release(
             locked_until=None,
             available_at=Now() + retry_in if retry_in else F("available_at"),
             updated_at=Now(),
+            **({"last_error": error} if error else {}),
         )
 
 

@@ -49,7 +49,7 @@ from .background import (
 from .claim import outbox_claim_batch
 from .conf import outbox_settings
 from .delivery import DeliveryResult, close_quietly, deliver
-from .errors import Blame, Classified
+from .errors import Blame, Classified, classify
 from .logevents import log_event
 from .models import OutboxMessage, OutboxStatus
 from .outcomes import (
@@ -380,6 +380,7 @@ class OutboxWorker:
         waiting = list(messages)  # claimed, not yet sent
         marked: set[int] = set()
         hand_back_in: float | None = None  # set when the provider gate stops the batch
+        hand_back_error = ""  # why, when the connection could not be made
         next_admission: Admission | None = admission
         suspect_in_hand = False  # holding _suspect_lock, from its mark to the end of its send
         try:
@@ -394,6 +395,10 @@ class OutboxWorker:
                     continue
                 if message.pk not in marked:
                     group = self._next_group(waiting)
+                    probe = next_admission is not None and next_admission.probe
+                    if (refused := self._connect(backend, probe=probe)) is not None:
+                        hand_back_in, hand_back_error = refused
+                        break
                     if group[0].interruptions:
                         self._suspect_lock.acquire()
                         suspect_in_hand = True
@@ -433,7 +438,7 @@ class OutboxWorker:
             # FINISH_WITHIN): a commit per batch saved.
             try:
                 if waiting:
-                    self._hand_back([m.pk for m in waiting], hand_back_in)
+                    self._hand_back([m.pk for m in waiting], hand_back_in, error=hand_back_error)
             finally:
                 # Written, handed back or not, this batch's rows are no longer
                 # ours to keep alive: any whose write failed come back when
@@ -441,10 +446,35 @@ class OutboxWorker:
                 self.book.forget_all_written(m.pk for m in messages)
         return len(messages)
 
-    def _hand_back(self, ids: list[int], retry_in: float | None) -> None:
+    def _connect(self, backend: BaseEmailBackend, *, probe: bool) -> tuple[float, str] | None:
+        """Open the email connection before a group is marked started; None if open, else (hand back for, why).
+
+        A message is charged and counts as in flight from its mark: marked
+        before a connection that cannot be made (an outage, where each try
+        takes a reconnect's waits), it would be charged nothing in the end but
+        count against it if the worker died meanwhile. A no-op on an open
+        connection; the provider gate learns of a failure as of a failed send.
+        """
+        try:
+            for retry_state in self.policy.retrying(sleep=self._stopping.wait, should_stop=lambda: self.stopping):
+                with retry_state:
+                    backend.open()
+        except Exception as exc:  # noqa: BLE001 - classified below; anything else is left to the send
+            close_quietly(backend)
+            verdict = classify(exc)
+            if not verdict.provider_level:
+                return None
+            self.gate.record_failure(verdict, probe=probe)
+            log_event(logger, logging.WARNING, "outbox.connect_failed", worker=self.worker_id,
+                      error=verdict.description, paused=self.gate.paused)  # fmt: skip
+            return self.gate.retry_in(), verdict.description
+        return None
+
+    def _hand_back(self, ids: list[int], retry_in: float | None, *, error: str = "") -> None:
         delay = timedelta(seconds=retry_in) if retry_in else None
         released = with_database_retry(
-            lambda: outbox_release(message_ids=ids, worker_id=self.worker_id, retry_in=delay), worker_id=self.worker_id
+            lambda: outbox_release(message_ids=ids, worker_id=self.worker_id, retry_in=delay, error=error),
+            worker_id=self.worker_id,
         )
         log_event(logger, logging.INFO, "outbox.released", worker=self.worker_id, count=released,
                   due_in_s=round(retry_in or 0, 1), paused=self.gate.paused)  # fmt: skip

@@ -151,6 +151,29 @@ def test_a_lone_message_that_kills_the_worker_twice_is_failed_after_the_second_d
     assert (doomed.status, doomed.interruptions, doomed.solo_interruptions) == (OutboxStatus.FAILED, 2, 2)
 
 
+def test_a_suspect_is_marked_started_only_once_its_connection_is_open(smtp_server, silent_server, tmp_path):
+    # During an outage every try to connect takes a while (here: a server that
+    # never greets). A suspect marked before connecting would count a second,
+    # solo, interruption if its worker died meanwhile, and be failed unsent.
+    [suspect] = enqueue_messages(1)
+    OutboxMessage.objects.filter(pk=suspect.pk).update(interruptions=1)
+    hung = start_worker(
+        "--concurrency", "1", smtp_port=silent_server.port, log_path=tmp_path / "hung.log", **FAST_STALENESS
+    )
+    # Each try waits EMAIL_TIMEOUT (5 s) for a greeting that never comes.
+    wait_until(lambda: silent_server.connections, what="the worker to connect")
+    row = OutboxMessage.objects.get(pk=suspect.pk)
+    assert (row.status, row.started_at, row.attempts) == (OutboxStatus.SENDING, None, 0)  # claimed, not started
+    hung.kill()
+    assert hung.wait(timeout=30) == -signal.SIGKILL
+
+    survivor = start_worker("--once", smtp_port=smtp_server.port, log_path=tmp_path / "once.log", **FAST_STALENESS)
+    assert survivor.wait(timeout=120) == 0
+    row = OutboxMessage.objects.get(pk=suspect.pk)
+    assert (row.status, row.attempts, row.interruptions, row.solo_interruptions) == (OutboxStatus.SENT, 1, 1, 0)
+    assert smtp_server.handler.message_ids() == [suspect.message_id]
+
+
 def test_outcomes_are_written_while_the_next_send_is_still_in_progress(smtp_server, tmp_path):
     first, second = enqueue_messages(2)
     smtp_server.handler.gate = threading.Event()
