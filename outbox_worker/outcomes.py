@@ -150,6 +150,9 @@ class OutcomeBook:
         self._oldest_unwritten: float | None = None  # monotonic
         # Held while outcomes are written, so a mark never overtakes a flush in flight.
         self._write_lock = threading.Lock()
+        # When the soonest retry this worker wrote comes due (monotonic): an idle
+        # sender wakes for it, as nothing notifies about a row due in the future.
+        self._next_retry: float | None = None
 
     # --- rows in hand --------------------------------------------------------
 
@@ -220,10 +223,27 @@ class OutcomeBook:
             self._written(outcomes, lost)
         return attempts
 
+    def seconds_to_next_retry(self) -> float:
+        """Seconds until the soonest retry this worker scheduled is due (inf if none); once due, forgotten."""
+        with self._lock:
+            if self._next_retry is None:
+                return float("inf")
+            left = self._next_retry - time.monotonic()
+            if left <= 0:
+                self._next_retry = None
+            return max(0.0, left)
+
     def _written(self, outcomes: list[Outcome], lost: list[int]) -> None:
         if not outcomes:
             return
+        # Due at the database's now() + retry_in, a moment before this: waking on this clock is never early.
+        now = time.monotonic()
+        waiting = (o for o in outcomes if o.retry_in and o.status == OutboxStatus.PENDING)
+        retries = [now + o.retry_in.total_seconds() for o in waiting]
         with self._lock:
+            if retries:
+                soonest = min(retries)
+                self._next_retry = soonest if self._next_retry is None else min(self._next_retry, soonest)
             self.stats.update(outcome_name(o) for o in outcomes)
             if lost:
                 self.stats["lease_lost"] += len(lost)

@@ -287,7 +287,9 @@ class OutboxWorker:
                         continue
                     # Paused with tasks to serve: back when the pause ends, or a task comes.
                     pause = self.gate.retry_in() if admission is None else self.poll_interval
-                    timeout = max(0.05, min(self.poll_interval, pause))
+                    # A retry this worker scheduled (a quick one, ~1 s) wakes it when due: no NOTIFY fires for it.
+                    retry_due = self.book.seconds_to_next_retry()
+                    timeout = max(0.05, min(self.poll_interval, pause, retry_due))
                     if idle is not None and admission is not None:
                         if not idle.held:
                             state = idle.take()

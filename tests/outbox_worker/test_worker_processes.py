@@ -121,3 +121,21 @@ def test_the_worker_leaves_commit_durability_and_connection_hooks_as_it_found_th
     connection.close()
     assert setting() == "on"  # and a new one
     assert connection_created.receivers == receivers
+
+
+def test_an_idle_worker_wakes_for_the_quick_retry_it_scheduled(smtp_server, tmp_path):
+    # Nothing notifies about a row due in the future, and this worker would
+    # poll only after an hour: the retry it scheduled itself must wake it.
+    smtp_server.handler.replies.append("451 4.3.0 Temporary failure")
+    [message] = enqueue_messages(1)
+    worker = start_worker(
+        "--poll-interval", "3600", "--no-notify", smtp_port=smtp_server.port, log_path=tmp_path / "worker.log",
+        OUTBOX_FIRST_RETRY="0.5",
+    )  # fmt: skip
+    try:
+        [received] = smtp_server.handler.wait_for(1, timeout=60)
+    finally:
+        assert stop_worker(worker) == 0
+    assert received.message["Message-ID"] == message.message_id
+    message.refresh_from_db()
+    assert (message.status, message.attempts) == (OutboxStatus.SENT, 2)
