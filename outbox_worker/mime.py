@@ -91,9 +91,22 @@ def idna_domain(domain: str) -> str:
         raise HeaderTextError(DOMAIN_NOT_IDNA, f"domain {domain!r} has no IDNA form ({exc})") from None
 
 
+def check_no_encoded_word(address: str, *, what: str) -> None:
+    """Refuse "=?" in a bare address: an encoded word may not appear in one (RFC 2047, section 5).
+
+    Django's address parser decodes it anyway, so the mail would go to another
+    address than the one typed: "=?utf-8?q?ana?=@example.com" is sent to ana@example.com.
+    """
+    if "=?" in address:
+        raise HeaderTextError(
+            NOT_AN_ADDRESS, f"{what}: {address!r} holds an encoded word, which is sent as another address"
+        )
+
+
 def normalize_address(address: str) -> str:
     """Return a bare address (`local@domain`) with its domain in ASCII; raise HeaderTextError if it cannot be."""
     check_header_text(address, what="address")
+    check_no_encoded_word(address, what="address")
     local, at, domain = address.rpartition("@")
     if not at or not local or not domain:
         raise HeaderTextError(NOT_AN_ADDRESS, f"{address!r} is not an email address")
@@ -108,6 +121,8 @@ def is_plain_address(value: str) -> bool:
 def check_mailbox(value: str, *, what: str) -> None:
     """Refuse a mailbox (`addr` or `Name <addr>`) that cannot safely reach a header or the envelope."""
     check_header_text(value, what=what)
+    # The address itself: inside the last <...> of "Name <addr>" (the name may hold encoded words).
+    check_no_encoded_word(value.rsplit("<", 1)[-1] if value.endswith(">") else value, what=what)
     if is_plain_address(value):
         return  # sanitize_address accepts every such address unchanged (tests/outbox_worker/test_mime_fast.py)
     problem = _sanitize_problem(value, settings.DEFAULT_CHARSET)

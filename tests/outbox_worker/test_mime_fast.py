@@ -18,10 +18,11 @@ from outbox_worker.mime import (
     _header_values,
     build_email,
     check_buildable,
+    check_mailbox,
     is_plain_address,
 )
 from outbox_worker.models import OutboxMessage
-from outbox_worker.services import outbox_enqueue
+from outbox_worker.services import OutboxError, outbox_enqueue
 from tests.outbox_worker.test_mime import MALFORMED, row
 
 PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -120,16 +121,20 @@ def test_a_header_that_only_looks_like_an_encoded_word_is_compared_as_typed():
 
 
 @pytest.mark.django_db
-def test_enqueue_accepts_a_lookalike_address_that_builds():
-    with transaction.atomic():
-        message = outbox_enqueue(to=["=?x-nope?q?abc?=@example.com"], subject="Olá", body_text="Corpo")
+@pytest.mark.parametrize("address", ["=?x-nope?q?abc?=@example.com", "Ana <=?utf-8?q?ana?=@example.com>"])
+def test_enqueue_refuses_an_encoded_word_in_an_address(address):
+    # Django's parser decodes it: the first would be sent to abc@example.com.
+    with pytest.raises(OutboxError, match="encoded word"), transaction.atomic():
+        outbox_enqueue(to=[address], subject="Olá", body_text="Corpo")
 
-    build_email(OutboxMessage.objects.get(pk=message.pk))
+
+def test_an_encoded_word_in_a_display_name_is_not_an_address_problem():
+    check_mailbox("=?utf-8?q?Ana?= <ana@example.com>", what="to")
 
 
 @pytest.mark.django_db
 def test_enqueue_refuses_a_body_that_cannot_be_encoded():
-    with pytest.raises(Exception, match="cannot be built"), transaction.atomic():
+    with pytest.raises(OutboxError, match="cannot be built"), transaction.atomic():
         outbox_enqueue(to=["ana@example.com"], subject="Olá", body_text="Corpo \ud800")
     assert not OutboxMessage.objects.exists()
 
