@@ -9,12 +9,13 @@ whole batch (the partial unique index on active addresses), never a query per
 email. Lifting a suppression sends nothing: the operator resends.
 """
 
+import functools
 import logging
 import re
 from collections.abc import Iterable, Sequence
 
 from django.db import IntegrityError, connections, router, transaction
-from django.db.models import F
+from django.db.models import F, Field
 from django.db.models.functions import Now
 
 from .logevents import log_event
@@ -73,37 +74,42 @@ def insert_holding_suppressed(message: OutboxMessage) -> None:
     """
     using = router.db_for_write(OutboxMessage)
     connection = connections[using]
-    quote = connection.ops.quote_name
     addresses = sorted(set(recipients(message)))
-    meta = OutboxMessage._meta
-    columns, values, params = [], [], []
-    for field in meta.concrete_fields:
-        if field.primary_key and message.pk is None:
-            continue  # the database numbers the row
+    sql, fields = _insert_statement(using, len(addresses), message.pk is None)
+    params = []
+    for field in fields:
         value = field.get_db_prep_save(field.pre_save(message, add=True), connection)
-        columns.append(quote(field.column))
         if field.attname == "status" and addresses:
-            held = Suppression._meta
-            values.append(
-                f"CASE WHEN EXISTS (SELECT 1 FROM {quote(held.db_table)} "
-                f"WHERE {quote(held.get_field('lifted_at').column)} IS NULL "
-                f"AND {quote(held.get_field('address').column)} IN ({', '.join(['%s'] * len(addresses))})) "
-                "THEN %s ELSE %s END"
-            )
             params += [*addresses, OutboxStatus.SUPPRESSED.value, value]
         else:
-            values.append("%s")
             params.append(value)
-    sql = (
-        f"INSERT INTO {quote(meta.db_table)} ({', '.join(columns)}) VALUES ({', '.join(values)}) "
-        f"RETURNING {quote(meta.pk.column)}, {quote(meta.get_field('status').column)}"
-    )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         message.pk, message.status = cursor.fetchone()
     message._state.adding, message._state.db = False, using
     if message.status == OutboxStatus.SUPPRESSED:
         _record_hold(message, addresses)
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_statement(using: str, address_count: int, numbered_by_database: bool) -> tuple[str, list[Field]]:
+    """The INSERT of one outbox row with `address_count` distinct recipients, and the fields its values are for."""
+    quote = connections[using].ops.quote_name
+    meta, held = OutboxMessage._meta, Suppression._meta
+    fields = [field for field in meta.concrete_fields if not (field.primary_key and numbered_by_database)]
+    values = ["%s"] * len(fields)
+    if address_count:
+        values[fields.index(meta.get_field("status"))] = (
+            f"CASE WHEN EXISTS (SELECT 1 FROM {quote(held.db_table)} "
+            f"WHERE {quote(held.get_field('lifted_at').column)} IS NULL "
+            f"AND {quote(held.get_field('address').column)} IN ({', '.join(['%s'] * address_count)})) "
+            "THEN %s ELSE %s END"
+        )
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(field.column) for field in fields)}) "
+        f"VALUES ({', '.join(values)}) RETURNING {quote(meta.pk.column)}, {quote(meta.get_field('status').column)}"
+    )
+    return sql, fields
 
 
 def _record_hold(message: OutboxMessage, addresses: list[str]) -> None:
