@@ -8,10 +8,19 @@ header value here is refused if it holds any control character or line or
 paragraph separator at all (`header_text_problem`), every domain must have an
 ASCII (IDNA) form, and `build_email` parses the bytes it built back and
 refuses a message whose headers did not survive the round trip.
+
+`check_buildable` gives `build_email`'s verdict at enqueue for a fraction of
+its cost: each header is checked alone, exactly as the send checks it, and the
+verdict is remembered (the subject, sender and extra headers repeat from one
+email to the next); plain recipient addresses and the bodies need no build to
+be judged. Anything it cannot judge that way gets the full build.
 """
 
+import functools
 import re
+from collections.abc import Iterator
 from email import policy
+from email.errors import HeaderParseError
 from email.header import Header, decode_header, make_header
 from email.message import Message
 from email.parser import BytesHeaderParser
@@ -19,7 +28,7 @@ from email.parser import BytesHeaderParser
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.core.mail.backends.base import BaseEmailBackend
-from django.core.mail.message import sanitize_address
+from django.core.mail.message import SafeMIMEText, sanitize_address
 
 from .errors import MessageCannotBeBuilt
 from .models import OutboxMessage
@@ -30,6 +39,12 @@ _FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # RFC 5322 field-name: printable ASCII except ":"
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 _BLANKS = re.compile(r"[ \t]+")
+# A bare address Django writes into a header as it is and any parser reads back
+# unchanged: dot-atom letters, digits, "_", "+", "-" before the "@", ASCII DNS
+# labels after it (each 1-63 characters: the IDNA codec's only check on ASCII).
+# No "=?" (an encoded word's start), no quotes, brackets, commas or spaces.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_PLAIN_ADDRESS = re.compile(rf"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*@{_LABEL}(?:\.{_LABEL})*")
 
 # Reason codes for callers to turn into their own language.
 CONTROL_CHARACTER = "control_character"
@@ -76,25 +91,58 @@ def idna_domain(domain: str) -> str:
         raise HeaderTextError(DOMAIN_NOT_IDNA, f"domain {domain!r} has no IDNA form ({exc})") from None
 
 
+def check_no_encoded_word(address: str, *, what: str) -> None:
+    """Refuse "=?" in a bare address: an encoded word may not appear in one (RFC 2047, section 5).
+
+    Django's address parser decodes it anyway, so the mail would go to another
+    address than the one typed: "=?utf-8?q?ana?=@example.com" is sent to ana@example.com.
+    """
+    if "=?" in address:
+        raise HeaderTextError(
+            NOT_AN_ADDRESS, f"{what}: {address!r} holds an encoded word, which is sent as another address"
+        )
+
+
 def normalize_address(address: str) -> str:
     """Return a bare address (`local@domain`) with its domain in ASCII; raise HeaderTextError if it cannot be."""
     check_header_text(address, what="address")
+    check_no_encoded_word(address, what="address")
     local, at, domain = address.rpartition("@")
     if not at or not local or not domain:
         raise HeaderTextError(NOT_AN_ADDRESS, f"{address!r} is not an email address")
     return f"{local}@{idna_domain(domain)}"
 
 
+def is_plain_address(value: str) -> bool:
+    """Whether `value` is a bare ASCII address that reaches a header and the envelope exactly as it is."""
+    return _PLAIN_ADDRESS.fullmatch(value) is not None
+
+
 def check_mailbox(value: str, *, what: str) -> None:
     """Refuse a mailbox (`addr` or `Name <addr>`) that cannot safely reach a header or the envelope."""
     check_header_text(value, what=what)
+    # The address itself: inside the last <...> of "Name <addr>" (the name may hold encoded words).
+    check_no_encoded_word(value.rsplit("<", 1)[-1] if value.endswith(">") else value, what=what)
+    if is_plain_address(value):
+        return  # sanitize_address accepts every such address unchanged (tests/outbox_worker/test_mime_fast.py)
+    problem = _sanitize_problem(value, settings.DEFAULT_CHARSET)
+    if problem is not None:
+        reason, detail = problem
+        if reason == DOMAIN_NOT_IDNA:
+            raise HeaderTextError(reason, f"{what}: the domain has no IDNA form ({detail})")
+        raise HeaderTextError(reason, f"{what}: {detail}")
+
+
+@functools.lru_cache(maxsize=1024)
+def _sanitize_problem(value: str, charset: str) -> tuple[str, str] | None:
+    # What the email backend itself does with the address, at send time. A
+    # pure function of its arguments, so remembered: the sender is the same
+    # address on almost every email, and parsing it costs as much as an INSERT.
     try:
-        # What the email backend itself does with the address, at send time.
-        sanitize_address(value, settings.DEFAULT_CHARSET)
+        sanitize_address(value, charset)
     except (ValueError, IndexError) as exc:
-        if isinstance(exc, UnicodeError):
-            raise HeaderTextError(DOMAIN_NOT_IDNA, f"{what}: the domain has no IDNA form ({exc})") from None
-        raise HeaderTextError(NOT_AN_ADDRESS, f"{what}: {exc}") from None
+        return (DOMAIN_NOT_IDNA if isinstance(exc, UnicodeError) else NOT_AN_ADDRESS), str(exc)
+    return None
 
 
 def check_header_name(name: str) -> None:
@@ -141,11 +189,7 @@ def build_email(message: OutboxMessage, connection: BaseEmailBackend | None = No
         # SMTP backend sanitises them at send anyway, and outbox_enqueue already
         # ran the same check (check_mailbox) on every address.
         built = email.message()
-        if "=?" in message.subject and message.subject.isascii():
-            # Django leaves an ASCII subject as it is, and a mail reader would then
-            # decode text typed as "=?utf-8?b?...?=" into something else. Encode the
-            # whole subject instead: it reads exactly as typed.
-            built.replace_header("Subject", Header(message.subject, "utf-8").encode())
+        _encode_lookalike_subject(built, message.subject)
         # Exactly the bytes Django's SMTP backend writes after DATA.
         raw = built.as_bytes(linesep="\r\n")
     except Exception as exc:  # whatever Django refuses to build gets the same verdict
@@ -154,6 +198,90 @@ def build_email(message: OutboxMessage, connection: BaseEmailBackend | None = No
     _serialise_once(built, raw)
     email.verified = built
     return email
+
+
+def _encode_lookalike_subject(built: Message, subject: str) -> None:
+    if "=?" in subject and subject.isascii():
+        # Django leaves an ASCII subject as it is, and a mail reader would then
+        # decode text typed as "=?utf-8?b?...?=" into something else. Encode the
+        # whole subject instead: it reads exactly as typed.
+        built.replace_header("Subject", Header(subject, "utf-8").encode())
+
+
+# outbox_enqueue's Message-IDs differ only in their 32 hex digits, which build the
+# same way whatever they are: judged (and remembered) as one, per sender domain.
+_ONE_MESSAGE_ID = re.compile(r"^<[0-9a-f]{32}(@[^>]*)>$")
+_ZEROS = "<" + "0" * 32 + r"\1>"
+# Header names Django's EmailMessage.message() takes from the email's own fields, not from its extra headers.
+_FROM_FIELDS = {"from", "to", "cc", "reply-to"}
+
+
+def check_buildable(message: OutboxMessage) -> None:
+    """Raise MessageCannotBeBuilt unless `build_email(message)` will succeed; much cheaper than building it.
+
+    The email's headers are checked one by one, each exactly as `build_email`
+    checks it inside the whole email (Django sets it, the serialiser folds it,
+    the parser must read it back the same; headers do not affect each other),
+    and each verdict is remembered. Plain recipient addresses are known to pass
+    (`is_plain_address`); the bodies only need to be encodable. With any other
+    charset than UTF-8 the whole email is built instead.
+    """
+    charset = settings.DEFAULT_CHARSET
+    if charset.lower() != "utf-8":
+        build_email(message)
+        return
+    for name, value, plain in _header_values(message):
+        if plain:
+            continue
+        problem = _header_problem(name, value, charset)
+        if problem is not None:
+            raise MessageCannotBeBuilt(problem)
+    for body in (message.body_text, message.body_html):
+        try:
+            body.encode("utf-8")  # what MIMEText does with it; only lone surrogates fail
+        except UnicodeError as exc:
+            raise MessageCannotBeBuilt(f"{exc.__class__.__name__}: {exc}") from None
+
+
+def _header_values(message: OutboxMessage) -> Iterator[tuple[str, str, bool]]:
+    """Yield (name, value, plain) for each header `build_email` has Django set, as EmailMessage.message() picks them.
+
+    `plain` marks an address list made only of plain addresses. Date and the
+    MIME headers are Django's own and always build.
+    """
+    extra = {**message.headers, "Message-ID": message.message_id}
+    yield "Subject", message.subject, False
+    yield "From", extra.get("From", message.from_email or settings.DEFAULT_FROM_EMAIL), False
+    for name, values in (("To", message.to), ("Cc", message.cc), ("Reply-To", message.reply_to)):
+        if name in extra:
+            yield name, extra[name], False
+        elif values:
+            yield name, ", ".join(values), all(is_plain_address(value) for value in values)
+    for name, value in extra.items():
+        if name.lower() not in _FROM_FIELDS:
+            yield name, _ONE_MESSAGE_ID.sub(_ZEROS, value) if name == "Message-ID" else value, False
+
+
+@functools.lru_cache(maxsize=1024)
+def _header_problem(name: str, value: str, charset: str) -> str | None:
+    """Why one header cannot be built and verified as `build_email` does it, or None; remembered (a pure function)."""
+    try:
+        _build_header(name, value, charset)
+    except MessageCannotBeBuilt as exc:
+        return str(exc)
+    return None
+
+
+def _build_header(name: str, value: str, charset: str) -> None:
+    probe = SafeMIMEText("", "plain", charset)
+    try:
+        probe[name] = value  # Django's own checks and encoding, as in EmailMessage.message()
+        if name == "Subject":
+            _encode_lookalike_subject(probe, value)
+        raw = probe.as_bytes(linesep="\r\n")
+    except Exception as exc:  # the same verdict as build_email's
+        raise MessageCannotBeBuilt(f"{exc.__class__.__name__}: {exc}") from exc
+    verify_headers(probe, raw)
 
 
 def _serialise_once(built: Message, raw: bytes) -> None:
@@ -193,5 +321,11 @@ def _readable(value: object) -> str:
     # decoded text may not.
     text = _FOLD.sub("", str(value))
     if "=?" in text:  # decoding is most of the check's cost: only for encoded words
-        text = str(make_header(decode_header(text)))
+        try:
+            text = str(make_header(decode_header(text)))
+        except (HeaderParseError, LookupError, ValueError):
+            # Text that only looks like an encoded word (an unknown charset, bad
+            # base64, bytes its charset cannot decode) is compared as it stands,
+            # which is stricter, instead of escaping as an unexpected exception.
+            pass
     return _BLANKS.sub(" ", text).strip()

@@ -56,3 +56,18 @@ def test_the_api_refuses_line_breaks_and_nothing_is_sent(smtp_server, smtp_backe
     assert response.status_code == 400
     assert field in response.json()
     assert smtp_server.handler.received == []
+
+
+def test_an_address_holding_an_encoded_word_is_refused_and_nothing_is_sent(smtp_server, smtp_backend_factory):
+    # EmailValidator accepts "=" and "?" in a local part, but Django's address
+    # parser decodes "=?x-nope?q?abc?=" at send: the mail would go to abc@example.com.
+    # (Before, checking the built headers raised LookupError and the API answered 500.)
+    product = make_product()
+    body = {"product": product.pk, "name": "Ana", "email": "=?x-nope?q?abc?=@example.com"}
+
+    response = APIClient().post("/api/enrollments/", body, format="json")
+    deliver(smtp_backend_factory)
+
+    assert response.status_code == 400
+    assert "email" in response.json()
+    assert smtp_server.handler.received == []

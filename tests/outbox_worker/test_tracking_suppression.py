@@ -36,6 +36,21 @@ def test_an_email_to_a_suppressed_address_is_held_as_suppressed_with_the_reason(
     assert "hard_bounce" in message.last_error and "5.1.1" in message.last_error
 
 
+def test_one_suppressed_recipient_among_several_holds_the_email_with_that_address_s_reason():
+    suppress("bruno@example.com", SuppressionReason.COMPLAINT)
+    lifted = suppress("ana@example.com")
+    suppression_lift(suppression_ids=[lifted.pk], user_id=None)
+
+    [held] = enqueue_messages(1, to=["ana@example.com"], cc=["Bruno <BRUNO@example.com>"])
+    [sent] = enqueue_messages(1, to=["ana@example.com"])
+
+    held.refresh_from_db()
+    sent.refresh_from_db()
+    assert (held.status, suppressed_reason(held.last_error)) == (OutboxStatus.SUPPRESSED, SuppressionReason.COMPLAINT)
+    assert "bruno@example.com" in held.last_error
+    assert (sent.status, sent.last_error) == (OutboxStatus.PENDING, "")
+
+
 def test_the_enrollment_is_still_created_and_the_staff_api_says_suppressed():
     suppress("carla@example.com", SuppressionReason.COMPLAINT)
 
