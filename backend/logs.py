@@ -43,6 +43,8 @@ class MaskAddressesFilter(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if hasattr(record, "fields") and hasattr(record, "event") and not record.exc_info:
+            return True  # a log_event() line: masked when it was made; a second pass costs every event a regex
         message = record.getMessage()
         masked = mask_addresses(message)
         if masked != message:
