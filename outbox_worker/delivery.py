@@ -13,8 +13,9 @@ from django.utils import timezone
 from .errors import BackendRefused, Blame, Classified, classify
 from .logevents import log_event
 from .mime import build_email
-from .models import AttemptOutcome, DeliveryAttempt, OutboxMessage
+from .models import AttemptOutcome, OutboxMessage
 from .retry import RetryPolicy
+from .transitions import Attempt
 
 logger = logging.getLogger("outbox_worker.delivery")
 
@@ -25,7 +26,7 @@ class DeliveryResult:
 
     sent: bool
     verdict: Classified | None = None  # the last try's failure; None when sent
-    attempts: list[DeliveryAttempt] = field(default_factory=list)
+    attempts: list[Attempt] = field(default_factory=list)
     provider_message_id: str = ""  # the HTTP API's id for the accepted message; blank over SMTP
 
     @property
@@ -120,7 +121,7 @@ def _send_once(
     connection: BaseEmailBackend,
     worker_id: str,
     try_number: int,
-    attempts: list[DeliveryAttempt],
+    attempts: list[Attempt],
 ) -> None:
     """Make one try; record it in `attempts`; re-raise its error for the retry loop."""
     started = timezone.now()
@@ -156,8 +157,8 @@ def _attempt(
     started: datetime,
     verdict: Classified | None,
     finished: datetime | None = None,
-) -> DeliveryAttempt:
-    """Return the DeliveryAttempt row for one try (`verdict` None: it was sent).
+) -> Attempt:
+    """Return the DeliveryAttempt row to write for one try (`verdict` None: it was sent).
 
     Provider-level tries are recorded as `transient`: the message was not at
     fault and will be tried again (the error text says what failed).
@@ -167,7 +168,7 @@ def _attempt(
     else:
         outcome = AttemptOutcome.TRANSIENT if verdict.transient else AttemptOutcome.PERMANENT
         code, error = verdict.smtp_code, verdict.description
-    return DeliveryAttempt(
+    return Attempt(
         message_id=message.pk,
         attempt=message.attempts,
         try_number=try_number,

@@ -18,9 +18,9 @@ from django.db import DatabaseError, InterfaceError, close_old_connections, conn
 from django.utils import timezone
 
 from .logevents import log_event
-from .models import AttemptOutcome, DeliveryAttempt, OutboxMessage, OutboxStatus, OutboxTask
+from .models import AttemptOutcome, OutboxMessage, OutboxStatus, OutboxTask
 from .retry import RetryPolicy
-from .transitions import Outcome, outbox_finish, outbox_mark_started
+from .transitions import Attempt, Outcome, outbox_finish, outbox_mark_started
 
 logger = logging.getLogger("outbox_worker.worker")
 
@@ -101,15 +101,15 @@ def quarantine(message: OutboxMessage, *, worker_id: str) -> Outcome | None:
     if error is None:
         return None
     now = timezone.now()
-    record = DeliveryAttempt(
-        message_id=message.pk, attempt=message.attempts, worker=worker_id, started_at=now,
+    record = Attempt(
+        message_id=message.pk, attempt=message.attempts, try_number=1, worker=worker_id, started_at=now,
         finished_at=now, outcome=AttemptOutcome.ABANDONED, error=error,
     )  # fmt: skip
     return Outcome(message.pk, OutboxStatus.FAILED, error=error, attempts=[record])
 
 
 def not_delivered(
-    message: OutboxMessage, error: str, transient: bool, tries: list[DeliveryAttempt], policy: RetryPolicy
+    message: OutboxMessage, error: str, transient: bool, tries: list[Attempt], policy: RetryPolicy
 ) -> Outcome:
     """A delivery that did not go through: back to the queue with the backoff while attempts remain."""
     if transient and message.attempts < message.max_attempts:
@@ -121,7 +121,7 @@ def not_delivered(
 
 def abandoned(
     message: OutboxMessage,
-    tries: list[DeliveryAttempt],
+    tries: list[Attempt],
     elapsed: float,
     deadline: float,
     worker_id: str,
@@ -130,7 +130,7 @@ def abandoned(
     """The send outlived OUTBOX_SEND_DEADLINE: hand the row back, the attempt spent and recorded."""
     error = f"abandoned: the send took longer than OUTBOX_SEND_DEADLINE ({deadline:g} s)"
     now = timezone.now()
-    record = DeliveryAttempt(
+    record = Attempt(
         message_id=message.pk, attempt=message.attempts, try_number=len(tries) + 1, worker=worker_id,
         started_at=now - timedelta(seconds=elapsed), finished_at=now, outcome=AttemptOutcome.ABANDONED, error=error,
     )  # fmt: skip
