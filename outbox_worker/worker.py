@@ -1,16 +1,17 @@
 """The delivery loop behind `manage.py outbox_worker`.
 
-Each turn: claim a batch in a short committed transaction (nothing charged),
-then for each small group of messages mark them started (their attempt is
-counted, in the same transaction as the previous group's outcomes) and send
-them outside any transaction. A crash at any line leaves every row either
+Each turn a sender takes a small group of messages from the process's
+backlog (backlog.py: one claim, in a short committed transaction, charging
+nothing, feeds every sender), marks the group started (its attempt is
+counted, in the same transaction as earlier outcomes) and sends it outside
+any transaction. A crash at any line leaves every row either
 finished, or held by a worker whose heartbeat goes stale so another worker
 takes it back: rows never started cost nothing, rows in the started group
 cost one attempt, and a message that kills the worker twice is failed alone.
 
 Tasks (`@task` functions queued through outbox_worker.tasks.OutboxBackend)
-ride the same loop: each turn a sender claims one batch of emails, then one
-small batch of tasks (tasks_run.py), so a full queue of either kind never
+ride the same loop: each turn a sender takes one group of emails, then claims
+one small batch of tasks (tasks_run.py), so a full queue of either kind never
 starves the other; a long task holds only its own sender (use --concurrency).
 
 Beside the sender loop(s) run a keeper thread (heartbeat, leases, the
@@ -30,6 +31,7 @@ import traceback
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import timedelta
+from functools import partial
 
 from django.conf import settings
 from django.core.mail import get_connection
@@ -46,6 +48,7 @@ from .background import (
     SendDeadline,
     Waker,
 )
+from .backlog import Backlog
 from .claim import outbox_claim_batch
 from .conf import outbox_settings
 from .delivery import DeliveryResult, close_quietly, deliver
@@ -93,10 +96,6 @@ class OutboxWorker:
     ) -> None:
         """`queues`: the task queues to run (None: every queue; empty: no tasks, emails only)."""
         self.batch_size = batch_size or outbox_settings.BATCH_SIZE
-        # Each sender thread claims its share of a batch: a thread that took a
-        # whole batch would leave the others idle while it works through it
-        # one slow send at a time.
-        self.claim_size = max(1, math.ceil(self.batch_size / concurrency))
         self.poll_interval = outbox_settings.POLL_INTERVAL if poll_interval is None else poll_interval
         self.lease_seconds = lease_seconds or outbox_settings.LEASE_SECONDS
         self.once = once
@@ -109,6 +108,10 @@ class OutboxWorker:
         self.policy = policy or RetryPolicy.from_settings()
         self.connection_factory = connection_factory
         self.book = OutcomeBook(worker_id=self.worker_id, finish_within=outbox_settings.FINISH_WITHIN)
+        self.backlog = Backlog(
+            claim=partial(outbox_claim_batch, worker_id=self.worker_id, lease_seconds=self.lease_seconds),
+            batch_size=self.batch_size, group_size=self.group_size, senders=concurrency, book=self.book,
+        )  # fmt: skip
         self.stats = self.book.stats
         self.waker = Waker()
         # One per process, shared by the senders: a provider that fails us
@@ -127,7 +130,7 @@ class OutboxWorker:
         if queues is None or queues:
             self.tasks = TaskRunner(
                 worker_id=self.worker_id, queues=queues, lease_seconds=self.lease_seconds,
-                batch_size=min(self.claim_size, outbox_settings.TASK_BATCH_SIZE),
+                batch_size=min(math.ceil(self.batch_size / concurrency), outbox_settings.TASK_BATCH_SIZE),
                 policy=self.policy, stopping=lambda: self.stopping, recheck_every=max(0.2, self.poll_interval),
             )  # fmt: skip
 
@@ -201,9 +204,13 @@ class OutboxWorker:
                     thread.join()
         finally:
             self._stopping.set()
-            if listener is not None:
-                listener.stop()
-            senders_done.set()
+            try:  # claimed, but no sender took them: due again at once, uncharged
+                if rows := self.backlog.take_all():
+                    self._hand_back([m.pk for m in rows], None)
+            finally:
+                if listener is not None:
+                    listener.stop()
+                senders_done.set()
             keeper.join()
             if inline:
                 keeper.gone()
@@ -365,20 +372,16 @@ class OutboxWorker:
         admission: Admission | None = None,
         on_claim: Callable[[], None] | None = None,
     ) -> int:
-        """Claim and deliver one batch over `backend`; return how many messages were claimed.
+        """Take one group from the backlog and deliver it over `backend`; return its size (0: nothing due).
 
         `admission` is the provider gate's answer the claim was made under:
         the probe claims one message and sends it as the probe. `on_claim`
         runs once messages are claimed, before any is sent.
         """
         admission = admission or _GO
-        limit = 1 if admission.probe else self.claim_size
-        messages = outbox_claim_batch(worker_id=self.worker_id, limit=limit, lease_seconds=self.lease_seconds)
+        messages = self._probe_claim(on_claim) if admission.probe else self.backlog.take(on_claim=on_claim)
         if not messages:
             return 0
-        if on_claim is not None:
-            on_claim()
-        self.book.hold(message.pk for message in messages)
         waiting = list(messages)  # claimed, not yet sent
         marked: set[int] = set()
         hand_back_in: float | None = None  # set when the provider gate stops the batch
@@ -396,10 +399,11 @@ class OutboxWorker:
                     self.book.add(quarantined)
                     continue
                 if message.pk not in marked:
-                    group = self._next_group(waiting)
+                    group = list(waiting)  # the backlog gives a suspect alone
                     probe = next_admission is not None and next_admission.probe
                     if (refused := self._connect(backend, probe=probe)) is not None:
                         hand_back_in, hand_back_error = refused
+                        waiting.extend(self.backlog.take_all())  # the provider fails us: the backlog goes back too
                         break
                     if group[0].interruptions:
                         self._suspect_lock.acquire()
@@ -419,9 +423,10 @@ class OutboxWorker:
                 current = next_admission or self.gate.admit()
                 next_admission = None
                 if not current.send:
-                    # The provider is failing us: the rest of the batch goes back
-                    # at once, uncharged, due when the pause ends.
+                    # The provider is failing us: the rest of the group and the backlog
+                    # go back at once, uncharged, due when the pause ends.
                     hand_back_in = current.wait
+                    waiting.extend(self.backlog.take_all())
                     break
                 waiting.pop(0)
                 if self.rate_limiter is not None:
@@ -445,7 +450,7 @@ class OutboxWorker:
                 # Written, handed back or not, this batch's rows are no longer
                 # ours to keep alive: any whose write failed come back when
                 # their lease runs out.
-                self.book.forget_all_written(m.pk for m in messages)
+                self.book.forget_all_written({m.pk for m in [*messages, *waiting]})
         return len(messages)
 
     def _connect(self, backend: BaseEmailBackend, *, probe: bool) -> tuple[float, str] | None:
@@ -481,21 +486,14 @@ class OutboxWorker:
         log_event(logger, logging.INFO, "outbox.released", worker=self.worker_id, count=released,
                   due_in_s=round(retry_in or 0, 1), paused=self.gate.paused)  # fmt: skip
 
-    def _next_group(self, waiting: list[OutboxMessage]) -> list[OutboxMessage]:
-        """The messages to mark started together: up to `group_size`, a suspect alone.
-
-        A message that was in flight when a worker died (a suspect) is marked
-        and sent alone: if it kills this worker too, it is the only one
-        charged, and the only one failed after the second time.
-        """
-        if waiting[0].interruptions:
-            return waiting[:1]
-        group = []
-        for message in waiting[: self.group_size]:
-            if message.interruptions:
-                break
-            group.append(message)
-        return group
+    def _probe_claim(self, on_claim: Callable[[], None] | None) -> list[OutboxMessage]:
+        """Claim the one message the provider gate's probe is sent with (outside the backlog)."""
+        messages = outbox_claim_batch(worker_id=self.worker_id, limit=1, lease_seconds=self.lease_seconds)
+        if messages:
+            self.book.hold(message.pk for message in messages)
+            if on_claim is not None:
+                on_claim()
+        return messages
 
     def _deliver(self, message: OutboxMessage, backend: BaseEmailBackend, *, probe: bool = False) -> Outcome:
         started = self.deadline.begin(message.pk, backend)

@@ -1,0 +1,86 @@
+"""The worker's backlog: one claim for the whole process, shared out to its sender threads.
+
+One claim of OUTBOX_BATCH_SIZE rows feeds every sender; each takes a small
+group at a time (its share of the claim, at most OUTBOX_FINISH_EVERY, a
+suspect alone) to mark started and send. Before, each thread claimed its own
+fixed share up front: four times the claims (each with its suppression
+lookup), and a thread could sit on its share while another stood idle.
+
+Rows waiting here are claimed but not started, so nothing has been charged
+for them: if the process dies they come back uncharged once its heartbeat
+goes stale (`started_at` is still NULL, so no interruption is counted either),
+and a worker that stops, or that the provider gate pauses, hands them back at
+once (`take_all`). The keeper extends their leases meanwhile (`OutcomeBook.hold`).
+"""
+
+import math
+import threading
+from collections import deque
+from collections.abc import Callable
+
+from .models import OutboxMessage
+from .outcomes import OutcomeBook
+
+
+class Backlog:
+    def __init__(
+        self,
+        *,
+        claim: Callable[..., list[OutboxMessage]],
+        batch_size: int,
+        group_size: int,
+        senders: int,
+        book: OutcomeBook,
+    ) -> None:
+        """`claim(limit=n)` leases up to `limit` due rows to this worker and returns them, oldest due first."""
+        self._claim = claim
+        self.batch_size = batch_size
+        self.group_size = group_size
+        self.senders = senders
+        self._book = book
+        # Held through a claim too: a sender finding the backlog empty while
+        # another is claiming waits for that claim instead of making its own.
+        self._lock = threading.Lock()
+        self._rows: deque[OutboxMessage] = deque()
+        self._share = group_size
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._rows)
+
+    def take(self, *, on_claim: Callable[[], None] | None = None) -> list[OutboxMessage]:
+        """Return the next group to send, claiming a batch first when none is waiting ([] when nothing is due).
+
+        `on_claim` runs after a claim that found rows, before they are shared out.
+        """
+        with self._lock:
+            if not self._rows:
+                claimed = self._claim(limit=self.batch_size)
+                if not claimed:
+                    return []
+                self._book.hold(message.pk for message in claimed)
+                self._rows.extend(claimed)
+                # Every sender gets a part of a short batch, instead of the first
+                # ones taking whole groups while the others find nothing.
+                self._share = min(self.group_size, max(1, math.ceil(len(claimed) / self.senders)))
+                if on_claim is not None:
+                    on_claim()
+            return self._next_group()
+
+    def _next_group(self) -> list[OutboxMessage]:
+        # A message that was in flight when a worker died (a suspect) is marked
+        # and sent alone: if it kills this worker too, it is the only one
+        # charged, and the only one failed after the second time.
+        if self._rows[0].interruptions:
+            return [self._rows.popleft()]
+        group: list[OutboxMessage] = []
+        while self._rows and len(group) < self._share and not self._rows[0].interruptions:
+            group.append(self._rows.popleft())
+        return group
+
+    def take_all(self) -> list[OutboxMessage]:
+        """Empty the backlog and return its rows: the caller hands them back."""
+        with self._lock:
+            rows = list(self._rows)
+            self._rows.clear()
+        return rows
