@@ -15,6 +15,7 @@ from .logevents import log_event
 from .mime import build_email
 from .models import AttemptOutcome, OutboxMessage
 from .retry import RetryPolicy
+from .sending import send_email
 from .transitions import Attempt
 
 logger = logging.getLogger("outbox_worker.delivery")
@@ -130,7 +131,7 @@ def _send_once(
         # Opened here rather than by send_messages(), which would close a
         # connection it opened itself after every message.
         connection.open()
-        if connection.send_messages([email]) != 1:
+        if not send_email(connection, email):
             raise BackendRefused("the email backend did not send the message")
     except Exception as exc:
         verdict = classify(exc)
