@@ -166,6 +166,73 @@ def _attempts_already_recorded(message_ids: list[int], worker_id: str) -> set[tu
     return set(rows)
 
 
+def _one_statement(outcomes: list[Outcome]) -> bool:
+    """Whether the outcomes (and a mark) can be written as one PostgreSQL statement: all sent, the usual case.
+
+    One statement is its own transaction in autocommit: one round trip where
+    the transaction took four (UPDATE, INSERT, UPDATE, COMMIT), each under the
+    book's write lock that the other sender threads wait on.
+    """
+    return (
+        connection.vendor == "postgresql"
+        and not connection.in_atomic_block
+        and all(o.status == OutboxStatus.SENT for o in outcomes)
+    )
+
+
+def _write_in_one_statement(
+    outcomes: list[Outcome], mark_ids: Sequence[int], worker_id: str
+) -> tuple[dict[int, int], list[int]]:
+    """`_write_outcomes` (every outcome sent) and the mark, as one statement; return (marked attempts, lost ids).
+
+    Idempotent like `_write_outcomes`: a try already recorded (by an earlier
+    call whose commit acknowledgement was lost) is not inserted again, and a
+    row not held whose every try was already recorded was finished by that
+    call, so it is not lost.
+    """
+    now = database_now_sql("postgresql")
+    provider_ids, provider_params = _provider_ids_sql(outcomes)
+    attempts = [attempt for o in outcomes for attempt in o.attempts]
+    held = "status = %s AND locked_by = %s"
+    parts = [
+        f"""sent AS (UPDATE {TABLE} SET status = %s, sent_at = {now}, last_error = '', locked_by = '',
+            locked_until = NULL, started_at = NULL, updated_at = {now}{provider_ids}
+            WHERE id = ANY(%s::bigint[]) AND {held} RETURNING id)""",
+        f"""marked AS (UPDATE {TABLE} SET started_at = {now}, attempts = attempts + 1, updated_at = {now}
+            WHERE id = ANY(%s::bigint[]) AND {held} RETURNING id, attempts)""",
+    ]
+    params: list = [OutboxStatus.SENT, *provider_params, [o.message_id for o in outcomes], OutboxStatus.SENDING,
+                    worker_id, list(mark_ids), OutboxStatus.SENDING, worker_id]  # fmt: skip
+    inserted = "SELECT NULL::bigint, NULL::integer WHERE false"
+    if attempts:
+        values = ", ".join(["(%s::bigint, %s::integer, %s::integer, %s, %s::timestamptz, %s::timestamptz, %s, "
+                            "%s::integer, %s)"] * len(attempts))  # fmt: skip
+        parts.append(f"""recorded AS (INSERT INTO {DeliveryAttempt._meta.db_table} ({", ".join(_ATTEMPT_COLUMNS)})
+            SELECT * FROM (VALUES {values}) AS v ({", ".join(_ATTEMPT_COLUMNS)})
+            WHERE NOT EXISTS (SELECT 1 FROM {DeliveryAttempt._meta.db_table} AS d WHERE d.message_id = v.message_id
+                AND d.worker = v.worker AND d.attempt = v.attempt AND d.try_number = v.try_number
+                AND d.started_at = v.started_at)
+            RETURNING message_id)""")
+        for a in attempts:
+            params += (a.message_id, a.attempt, a.try_number, a.worker, a.started_at, a.finished_at, str(a.outcome),
+                       a.smtp_code, a.error)  # fmt: skip
+        inserted = "SELECT DISTINCT message_id, NULL::integer FROM recorded"
+    sql = (
+        f"WITH {', '.join(parts)} SELECT 's', id, NULL::integer FROM sent "
+        f"UNION ALL SELECT 'm', id, attempts FROM marked UNION ALL SELECT 'r', * FROM ({inserted}) AS r"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    finished = {pk for kind, pk, _ in rows if kind == "s"}
+    recorded = {pk for kind, pk, _ in rows if kind == "r"}
+    # A row not held is lost unless every try of it was already recorded: then an earlier call of ours finished it.
+    lost = [
+        o.message_id for o in outcomes if o.message_id not in finished and (o.message_id in recorded or not o.attempts)
+    ]
+    return {pk: n for kind, pk, n in rows if kind == "m"}, lost
+
+
 def outbox_finish(*, outcomes: list[Outcome], worker_id: str) -> list[int]:
     """Write delivery outcomes in one transaction; return the ids of rows this worker no longer held.
 
@@ -173,6 +240,8 @@ def outbox_finish(*, outcomes: list[Outcome], worker_id: str) -> list[int]:
     acknowledgement was lost) neither records the tries twice nor reports
     those rows as lost.
     """
+    if _one_statement(outcomes):
+        return _write_in_one_statement(outcomes, [], worker_id)[1]
     with transaction.atomic():
         return _write_outcomes(outcomes, worker_id)
 
@@ -188,6 +257,8 @@ def outbox_mark_started(
     kills the worker has always been charged for it.
     """
     now = database_now_sql(connection.vendor)
+    if _one_statement(list(outcomes)):
+        return _write_in_one_statement(list(outcomes), message_ids, worker_id)
     with transaction.atomic():
         lost = _write_outcomes(list(outcomes), worker_id) if outcomes else []
         marked = _update_held_returning(
