@@ -5,6 +5,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 
 from django.core.mail import EmailMultiAlternatives
 from django.core.mail.backends.base import BaseEmailBackend
@@ -95,19 +96,20 @@ def deliver(
         )  # fmt: skip
         return result
 
-    try_number = 0
+    send = partial(_send_once, message, email, connection=connection, worker_id=worker_id, attempts=result.attempts)
     try:
-        for retry_state in policy.retrying(sleep=sleep, should_stop=should_stop):
-            with retry_state:
-                try_number += 1
-                _send_once(
-                    message,
-                    email,
-                    connection=connection,
-                    worker_id=worker_id,
-                    try_number=try_number,
-                    attempts=result.attempts,
-                )
+        try:
+            # The first try needs no retry loop (setting one up per email cost as
+            # much CPU as the try's bookkeeping); its failure is handed to the loop.
+            send(try_number=1)
+        except Exception as first_failure:  # replayed into the loop, which decides what follows
+            try_number = 0
+            for retry_state in policy.retrying(sleep=sleep, should_stop=should_stop):
+                with retry_state:
+                    try_number += 1
+                    if try_number == 1:
+                        raise first_failure
+                    send(try_number=try_number)
         result.sent = True
         result.provider_message_id = provider_message_id(email)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a recorded outcome
