@@ -7,6 +7,7 @@ OUTBOX_FINISH_WITHIN seconds, even while a sender is stuck in its next send.
 """
 
 import logging
+import math
 import threading
 import time
 from collections import Counter
@@ -41,18 +42,28 @@ def outcome_name(outcome: Outcome) -> str:
     return "handed_back" if outcome.refund else _OUTCOME_NAMES[outcome.status]
 
 
-def recycle_database_connection(*, force: bool = False) -> None:
+_recycled = threading.local()  # per thread, as Django's connections are
+
+
+def recycle_database_connection(*, force: bool = False, at_most_every: float = 0.0) -> None:
     """Drop a broken or expired database connection (any, with `force`); the next query reconnects.
 
     Never inside an atomic block: closing there would throw away the caller's
-    transaction (a test case, or a caller running the worker inline).
+    transaction (a test case, or a caller running the worker inline). With
+    `at_most_every`, skipped when this thread looked less than that many
+    seconds ago: with CONN_HEALTH_CHECKS each look costs the next query a
+    `SELECT 1` round trip, which per group of emails was a cost of its own.
     """
     if connection.in_atomic_block:
         return
     if force:
         connection.close()
-    else:
-        close_old_connections()
+        return
+    now = time.monotonic()
+    if at_most_every and now - getattr(_recycled, "at", -math.inf) < at_most_every:
+        return
+    _recycled.at = now
+    close_old_connections()
 
 
 def with_database_retry(operation: Callable[[], T], *, worker_id: str) -> T:

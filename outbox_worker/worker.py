@@ -236,7 +236,8 @@ class OutboxWorker:
         try:
             while not self.stopping:
                 if idle is None or not idle.held:
-                    recycle_database_connection()  # never under the idle lock: a session lock ends with its connection
+                    # Never under the idle lock: a session lock ends with its connection.
+                    recycle_database_connection(at_most_every=RECYCLE_EVERY)
                 since = self.waker.generation
                 if self.once and self.gate.paused:
                     # "Everything due now" cannot go out while the provider fails
@@ -540,6 +541,9 @@ class OutboxWorker:
             return Outcome(message.pk, OutboxStatus.PENDING, error, retry_in, result.attempts, refund=True)
         return not_delivered(message, verdict.description, verdict.transient, result.attempts, self.policy)
 
+
+# Seconds between a sender's checks for an expired database connection (after an error: at once).
+RECYCLE_EVERY = 1.0
 
 # What a sender may do when the provider gate is not paused.
 _GO = Admission(send=True, probe=False, wait=0.0)
