@@ -48,11 +48,20 @@ class Backlog:
         with self._lock:
             return len(self._rows)
 
-    def take(self, *, on_claim: Callable[[], None] | None = None) -> list[OutboxMessage]:
+    def take(self, *, on_claim: Callable[[], None] | None = None, probe: bool = False) -> list[OutboxMessage]:
         """Return the next group to send, claiming a batch first when none is waiting ([] when nothing is due).
 
-        `on_claim` runs after a claim that found rows, before they are shared out.
+        `on_claim` runs after a claim that found rows, before they are shared
+        out. With `probe`, claim one message for the provider gate's probe
+        instead, past the backlog (which a pause has emptied).
         """
+        if probe:
+            claimed = self._claim(limit=1)
+            if claimed:
+                self._book.hold(message.pk for message in claimed)
+                if on_claim is not None:
+                    on_claim()
+            return claimed
         with self._lock:
             if not self._rows:
                 claimed = self._claim(limit=self.batch_size)

@@ -380,7 +380,7 @@ class OutboxWorker:
         runs once messages are claimed, before any is sent.
         """
         admission = admission or _GO
-        messages = self._probe_claim(on_claim) if admission.probe else self.backlog.take(on_claim=on_claim)
+        messages = self.backlog.take(on_claim=on_claim, probe=admission.probe)
         if not messages:
             return 0
         waiting = list(messages)  # claimed, not yet sent
@@ -486,15 +486,6 @@ class OutboxWorker:
         )
         log_event(logger, logging.INFO, "outbox.released", worker=self.worker_id, count=released,
                   due_in_s=round(retry_in or 0, 1), paused=self.gate.paused)  # fmt: skip
-
-    def _probe_claim(self, on_claim: Callable[[], None] | None) -> list[OutboxMessage]:
-        """Claim the one message the provider gate's probe is sent with (outside the backlog)."""
-        messages = outbox_claim_batch(worker_id=self.worker_id, limit=1, lease_seconds=self.lease_seconds)
-        if messages:
-            self.book.hold(message.pk for message in messages)
-            if on_claim is not None:
-                on_claim()
-        return messages
 
     def _deliver(self, message: OutboxMessage, backend: BaseEmailBackend, *, probe: bool = False) -> Outcome:
         started = self.deadline.begin(message.pk, backend)
