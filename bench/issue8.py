@@ -7,11 +7,12 @@ median of the per-round ratios, since this 2-core machine is shared.
 """
 
 import json
+import os
 import statistics
 import time
 from collections import Counter
 
-from bench.common import OURS, REFS, Proc, Sink, child_env, log, manage_cmd, task
+from bench.common import OURS, PY, REFS, Proc, Sink, child_env, log, manage_cmd, task
 from bench.sink import MTA_ACCEPT_DELAY
 
 # The sinks the drain compares. "mta" is the one the targets use: never faster than a real MTA.
@@ -77,6 +78,11 @@ def drain_variants(cfg) -> dict[str, tuple[str, list[str]]]:
     for threads in (1, 2, 4, 8):
         argv = manage_cmd("outbox_worker", "--once", "--concurrency", str(threads), *cfg.worker_flags)
         variants[f"ours_concurrency_{threads}"] = (OURS, argv)
+    if baseline := os.environ.get("BENCH_BASELINE_TREE"):
+        # Another tree's worker (an export of main: `git archive main | tar -x -C DIR`) in the same rounds:
+        # before/after ratios not disturbed by the machine's load changing between two invocations.
+        # `python DIR/manage.py` puts DIR first on sys.path, so DIR's outbox_worker is the one imported.
+        variants["baseline"] = (OURS, [PY, os.path.join(baseline, "manage.py"), "outbox_worker", "--once"])
     # post-office exactly as installed: 5 threads per process, batches of 100, LOG_LEVEL 2 (bench/refs/settings.py).
     variants["post_office"] = (REFS, manage_cmd("send_queued_mail"))
     return variants
