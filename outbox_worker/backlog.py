@@ -64,7 +64,8 @@ class Backlog:
             return claimed
         with self._lock:
             if not self._rows:
-                claimed = self._claim(limit=self.batch_size)
+                # At least one per sender, as when each thread claimed its own share.
+                claimed = self._claim(limit=max(self.batch_size, self.senders))
                 if not claimed:
                     return []
                 self._book.hold(message.pk for message in claimed)

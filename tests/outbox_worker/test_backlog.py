@@ -45,6 +45,15 @@ def test_a_short_batch_gives_every_sender_a_part_instead_of_whole_groups_to_the_
 
 
 @pytest.mark.django_db
+def test_a_batch_smaller_than_the_senders_still_gives_each_sender_one():
+    enqueue_messages(30)
+    backlog, _ = make_backlog(batch_size=10, group_size=10, senders=20)
+
+    assert [len(backlog.take()) for _ in range(20)] == [1] * 20
+    assert OutboxMessage.objects.filter(status=OutboxStatus.SENDING).count() == 20
+
+
+@pytest.mark.django_db
 def test_a_suspect_is_taken_alone():
     messages = enqueue_messages(6)
     OutboxMessage.objects.filter(pk=messages[2].pk).update(interruptions=1)
