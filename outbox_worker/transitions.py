@@ -198,11 +198,11 @@ def _write_in_one_statement(
         f"""sent AS (UPDATE {TABLE} SET status = %s, sent_at = {now}, last_error = '', locked_by = '',
             locked_until = NULL, started_at = NULL, updated_at = {now}{provider_ids}
             WHERE id = ANY(%s::bigint[]) AND {held} RETURNING id)""",
-        f"""marked AS (UPDATE {TABLE} SET started_at = {now}, attempts = attempts + 1, updated_at = {now}
-            WHERE id = ANY(%s::bigint[]) AND {held} RETURNING id, attempts)""",
+        f"""marked AS (UPDATE {TABLE} SET started_at = {now}, started_solo = %s, attempts = attempts + 1,
+            updated_at = {now} WHERE id = ANY(%s::bigint[]) AND {held} RETURNING id, attempts)""",
     ]
     params: list = [OutboxStatus.SENT, *provider_params, [o.message_id for o in outcomes], OutboxStatus.SENDING,
-                    worker_id, list(mark_ids), OutboxStatus.SENDING, worker_id]  # fmt: skip
+                    worker_id, len(mark_ids) == 1, list(mark_ids), OutboxStatus.SENDING, worker_id]  # fmt: skip
     inserted = "SELECT NULL::bigint, NULL::integer WHERE false"
     if attempts:
         values = ", ".join(["(%s::bigint, %s::integer, %s::integer, %s, %s::timestamptz, %s::timestamptz, %s, "

@@ -43,9 +43,19 @@ def test_sent_outcomes_and_the_next_mark_are_one_statement_with_the_same_result(
         (1, AttemptOutcome.TRANSIENT, None),
         (2, AttemptOutcome.SENT, None),
     ]
-    assert {(m.status, m.attempts) for m in OutboxMessage.objects.filter(pk__in=[m.pk for m in rest])} == {
-        (OutboxStatus.SENDING, 1)
-    }
+    assert {
+        (m.status, m.attempts, m.started_solo) for m in OutboxMessage.objects.filter(pk__in=[m.pk for m in rest])
+    } == {(OutboxStatus.SENDING, 1, False)}
+
+
+def test_a_message_marked_alone_is_marked_solo():
+    first, second = enqueue_messages(2)
+    outbox_claim_batch(worker_id="w1", limit=2, lease_seconds=60)
+    outbox_mark_started(message_ids=[first.pk], worker_id="w1")
+
+    outbox_mark_started(message_ids=[second.pk], worker_id="w1", outcomes=[sent(first.pk)])
+
+    assert OutboxMessage.objects.get(pk=second.pk).started_solo
 
 
 def test_finishing_twice_after_a_lost_commit_acknowledgement_records_the_tries_once():
