@@ -178,8 +178,10 @@ def test_outcomes_are_written_while_the_next_send_is_still_in_progress(smtp_serv
     first, second = enqueue_messages(2)
     smtp_server.handler.gate = threading.Event()
     smtp_server.handler.gate_skip = 1  # the first send goes through; the second hangs
+    # One sender thread: with the default four, the backlog gives each message to
+    # its own sender, and which one reaches the server first is a race.
     worker = start_worker(
-        smtp_port=smtp_server.port, log_path=tmp_path / "worker.log",
+        "--concurrency", "1", smtp_port=smtp_server.port, log_path=tmp_path / "worker.log",
         OUTBOX_FINISH_EVERY="10", OUTBOX_FINISH_WITHIN="0.2",
     )  # fmt: skip
     try:
