@@ -6,6 +6,7 @@ next group's "started" mark), and by the keeper once the oldest has waited
 OUTBOX_FINISH_WITHIN seconds, even while a sender is stuck in its next send.
 """
 
+import heapq
 import logging
 import math
 import threading
@@ -30,6 +31,9 @@ T = TypeVar("T")
 # Waits after a database error, growing up to the last one: the database
 # restarting must cost a pause, never a crash loop or a message marked failed.
 DATABASE_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
+
+# Retries an idle worker wakes for by itself; past that many, it finds them by polling.
+MAX_RETRIES_REMEMBERED = 1000
 
 # A message in flight, alone, when its worker died this many times is failed, alone.
 QUARANTINE_AFTER = 2
@@ -161,9 +165,9 @@ class OutcomeBook:
         self._oldest_unwritten: float | None = None  # monotonic
         # Held while outcomes are written, so a mark never overtakes a flush in flight.
         self._write_lock = threading.Lock()
-        # When the soonest retry this worker wrote comes due (monotonic): an idle
-        # sender wakes for it, as nothing notifies about a row due in the future.
-        self._next_retry: float | None = None
+        # When the retries this worker wrote come due (monotonic, a heap): an idle
+        # sender wakes for each, as nothing notifies about a row due in the future.
+        self._retries_due: list[float] = []
 
     # --- rows in hand --------------------------------------------------------
 
@@ -235,14 +239,16 @@ class OutcomeBook:
         return attempts
 
     def seconds_to_next_retry(self) -> float:
-        """Seconds until the soonest retry this worker scheduled is due (inf if none); once due, forgotten."""
+        """Seconds until a retry this worker scheduled is due: 0 if one just came due (then forgotten), inf if none."""
         with self._lock:
-            if self._next_retry is None:
-                return float("inf")
-            left = self._next_retry - time.monotonic()
-            if left <= 0:
-                self._next_retry = None
-            return max(0.0, left)
+            now = time.monotonic()
+            came_due = False
+            while self._retries_due and self._retries_due[0] <= now:
+                heapq.heappop(self._retries_due)  # the claim that follows takes every row due by now
+                came_due = True
+            if came_due:
+                return 0.0
+            return self._retries_due[0] - now if self._retries_due else float("inf")
 
     def _written(self, outcomes: list[Outcome], lost: list[int]) -> None:
         if not outcomes:
@@ -252,9 +258,9 @@ class OutcomeBook:
         waiting = (o for o in outcomes if o.retry_in and o.status == OutboxStatus.PENDING)
         retries = [now + o.retry_in.total_seconds() for o in waiting]
         with self._lock:
-            if retries:
-                soonest = min(retries)
-                self._next_retry = soonest if self._next_retry is None else min(self._next_retry, soonest)
+            for due in retries:
+                if len(self._retries_due) < MAX_RETRIES_REMEMBERED:
+                    heapq.heappush(self._retries_due, due)  # beyond that many, the poll interval finds them
             self.stats.update(outcome_name(o) for o in outcomes)
             if lost:
                 self.stats["lease_lost"] += len(lost)

@@ -1,9 +1,14 @@
 """The persisted retry schedule of a message-level temporary failure (retry.RetryPolicy.backoff)."""
 
+from datetime import timedelta
+
 import pytest
 
 from outbox_worker.conf import outbox_settings
+from outbox_worker.models import OutboxStatus
+from outbox_worker.outcomes import OutcomeBook
 from outbox_worker.retry import RetryPolicy
+from outbox_worker.transitions import Outcome
 
 
 def policy(first_retry: float) -> RetryPolicy:
@@ -44,3 +49,20 @@ def test_the_default_budget_outlasts_greylisting_and_an_hour_of_temporary_refusa
         + [default.backoff_base * 2**k for k in range(outbox_settings.MAX_ATTEMPTS - 2)]
     )
     assert shortest_reach > 3600
+
+
+def test_an_idle_worker_remembers_each_retry_it_scheduled_not_only_the_soonest():
+    # After the soonest comes due (and the claim takes it), the next one must
+    # still wake the worker: forgetting it left the drain's tail to the poll interval.
+    book = OutcomeBook(worker_id="w", finish_within=1.0)
+    assert book.seconds_to_next_retry() == float("inf")
+    book._written(
+        [
+            Outcome(1, OutboxStatus.PENDING, "451", timedelta(microseconds=1)),
+            Outcome(2, OutboxStatus.PENDING, "451", timedelta(hours=1)),
+            Outcome(3, OutboxStatus.SENT),
+        ],
+        lost=[],
+    )
+    assert book.seconds_to_next_retry() == 0.0
+    assert 3500 < book.seconds_to_next_retry() <= 3600
