@@ -4,12 +4,14 @@ from django.db import connection
 from outbox_worker.conf import outbox_settings
 from outbox_worker.worker import OutboxWorker
 
-# On an SMTP server that takes 2 ms to accept a message (a local MTA fsyncing its
-# queue; real providers take 50-300 ms) one sequential sender drained 2,000 emails
-# at 0.49x django-post-office's default 5 threads, 4 threads at 1.06x; on a server
-# that answers at once 4 threads cost nothing (665 vs 659 emails/s). Each thread
-# holds a database connection. See docs/benchmarks-issue8.md.
-POSTGRES_CONCURRENCY = 4
+# Sender threads overlap the provider's latency. Real providers take 50-300 ms
+# per reply, where one thread manages ~5 emails/s and the rate grows with the
+# threads (bench b4: 14/s with 4, 32/s with 10, 116/s with 20 at 50 ms). On a
+# local server that accepts in 2 ms, 8 threads drained 2,000 emails at 1.04x
+# django-post-office's default 5 threads, 4 at 0.88x (docs/benchmarks-issue8.md).
+# Each thread holds an email and a database connection: 8 + 2 per process. Use
+# --concurrency 3 where a provider caps connections (Microsoft 365 allows 3).
+POSTGRES_CONCURRENCY = 8
 
 
 def default_concurrency() -> int:
