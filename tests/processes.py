@@ -113,3 +113,21 @@ class CrashingEmailBackend(SMTPEmailBackend):
         if doomed and any(doomed in message.recipients() for message in email_messages):
             os._exit(70)
         return super().send_messages(email_messages)
+
+
+def sigterm_during_first_send(smtp_server, worker: subprocess.Popen, *, rows_held: int) -> int:
+    """SIGTERM `worker` while its first send waits at the SMTP server's gate; return its exit code.
+
+    Checks first that the worker holds `rows_held` rows (`sending`) at that moment.
+    """
+    from outbox_worker.models import OutboxMessage, OutboxStatus  # the app registry is ready by test time
+
+    try:
+        assert smtp_server.handler.entered.wait(timeout=60)
+        assert OutboxMessage.objects.filter(status=OutboxStatus.SENDING).count() == rows_held
+        worker.send_signal(signal.SIGTERM)
+        smtp_server.handler.gate.set()
+        return worker.wait(timeout=60)
+    finally:
+        smtp_server.handler.gate.set()
+        stop_worker(worker)

@@ -150,7 +150,7 @@ def gunicorn(app_env, tmp_path) -> Iterator[str]:
 def _run_worker(app_env: dict[str, str]) -> None:
     result = subprocess.run(
         # One sender: the story needs the oldest email sent first, and the default
-        # four senders would each take one of the three at once.
+        # several senders would each take one of the three at once.
         [sys.executable, "manage.py", "outbox_worker", "--once", "--concurrency", "1"],
         cwd=ROOT,
         env=app_env,

@@ -1,6 +1,5 @@
 """The backlog: one claim per batch for the whole worker process, shared out to its sender threads."""
 
-import signal
 import threading
 from collections import Counter
 from functools import partial
@@ -12,7 +11,7 @@ from outbox_worker.claim import outbox_claim_batch
 from outbox_worker.models import OutboxMessage, OutboxStatus
 from outbox_worker.outcomes import OutcomeBook
 from tests.factories import enqueue_messages
-from tests.processes import start_worker, stop_worker
+from tests.processes import sigterm_during_first_send, start_worker
 
 
 def make_backlog(*, batch_size=40, group_size=10, senders=4, worker_id="w1"):
@@ -86,15 +85,7 @@ def test_sigterm_hands_back_the_backlog_that_no_sender_took_uncharged(smtp_serve
         "--batch-size", "30", "--concurrency", "1", smtp_port=smtp_server.port, log_path=tmp_path / "worker.log",
         OUTBOX_FINISH_EVERY="5",
     )  # fmt: skip
-    try:
-        assert smtp_server.handler.entered.wait(timeout=60)
-        assert OutboxMessage.objects.filter(status=OutboxStatus.SENDING).count() == 30
-        worker.send_signal(signal.SIGTERM)
-        smtp_server.handler.gate.set()
-        code = worker.wait(timeout=60)
-    finally:
-        smtp_server.handler.gate.set()
-        stop_worker(worker)
+    code = sigterm_during_first_send(smtp_server, worker, rows_held=30)
 
     assert code == 0
     assert len(smtp_server.handler.received) == 1

@@ -1,6 +1,5 @@
 """The real `manage.py outbox_worker` command, as separate processes, on PostgreSQL."""
 
-import signal
 import threading
 from collections import Counter
 from datetime import timedelta
@@ -10,7 +9,7 @@ from django.utils import timezone
 
 from outbox_worker.models import OutboxMessage, OutboxStatus, WorkerHeartbeat
 from tests.factories import enqueue_messages
-from tests.processes import start_worker, stop_worker
+from tests.processes import sigterm_during_first_send, start_worker, stop_worker
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -71,20 +70,11 @@ def test_a_message_held_by_a_dead_worker_is_delivered_once_its_lease_expires(smt
 def test_sigterm_during_a_batch_finishes_the_message_in_hand_and_releases_the_rest(smtp_server, tmp_path):
     smtp_server.handler.gate = threading.Event()
     enqueue_messages(5)
-    # One sender thread (the default is 4 on PostgreSQL): exactly one message is in hand.
+    # One sender thread (the default is 8 on PostgreSQL): exactly one message is in hand.
     worker = start_worker(
         "--batch-size", "5", "--concurrency", "1", smtp_port=smtp_server.port, log_path=tmp_path / "worker.log"
     )
-    try:
-        # The worker is now inside the SMTP conversation of its first message.
-        assert smtp_server.handler.entered.wait(timeout=60)
-        assert OutboxMessage.objects.filter(status=OutboxStatus.SENDING).count() == 5
-        worker.send_signal(signal.SIGTERM)
-        smtp_server.handler.gate.set()
-        code = worker.wait(timeout=60)
-    finally:
-        smtp_server.handler.gate.set()
-        stop_worker(worker)
+    code = sigterm_during_first_send(smtp_server, worker, rows_held=5)
 
     assert code == 0
     assert len(smtp_server.handler.received) == 1

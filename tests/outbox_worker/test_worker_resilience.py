@@ -61,7 +61,7 @@ def test_kill_9_mid_batch_charges_only_the_started_group_and_once_takes_the_rows
     # has written the first one's outcome.
     smtp_server.handler.gate = threading.Event()
     smtp_server.handler.gate_skip = 1
-    # One sender thread (the default is 4 on PostgreSQL), so "the first" and "the second" are in order.
+    # One sender thread (the default is 8 on PostgreSQL), so "the first" and "the second" are in order.
     doomed = start_worker(
         "--batch-size", "30", "--concurrency", "1", smtp_port=smtp_server.port, log_path=tmp_path / "doomed.log",
         OUTBOX_FINISH_EVERY="5", OUTBOX_FINISH_WITHIN="600", **FAST_STALENESS,
