@@ -12,7 +12,6 @@ that were checked. Any other backend (anymail, a subclass, one whose
 """
 
 import smtplib
-from functools import lru_cache
 
 from django.conf import settings
 from django.core.mail import EmailMessage
@@ -20,11 +19,7 @@ from django.core.mail.backends.base import BaseEmailBackend
 from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
 from django.core.mail.message import sanitize_address
 
-
-@lru_cache(maxsize=64)
-def _envelope_sender(address: str, encoding: str) -> str:
-    # A pure function of its arguments; an address it refuses raises, and is not cached.
-    return sanitize_address(address, encoding)
+from .mime import envelope_address
 
 
 def _plain_smtp(connection: BaseEmailBackend) -> bool:
@@ -43,7 +38,7 @@ def send_email(connection: BaseEmailBackend, email: EmailMessage) -> bool:
         if connection.connection is None or not email.recipients():
             return False
         encoding = email.encoding or settings.DEFAULT_CHARSET
-        sender = _envelope_sender(email.from_email, encoding)
+        sender = envelope_address(email.from_email, encoding)
         recipients = [sanitize_address(address, encoding) for address in email.recipients()]
         try:
             connection.connection.sendmail(sender, recipients, email.message().as_bytes(linesep="\r\n"))
