@@ -6,7 +6,7 @@ matches nothing and the caller is told which rows, instead of overwriting the
 other worker's result. Times come from the database clock, like the claim's.
 """
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -148,11 +148,15 @@ def _insert_attempts(attempts: list[Attempt]) -> None:
         for start in range(0, len(attempts), _ATTEMPTS_PER_INSERT):
             chunk = attempts[start : start + _ATTEMPTS_PER_INSERT]
             values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
-            params: list = []
-            for a in chunk:
-                params += (a.message_id, a.attempt, a.try_number, a.worker, adapt(a.started_at),
-                           adapt(a.finished_at), str(a.outcome), a.smtp_code, a.error)  # fmt: skip
+            params = [value for a in chunk for value in _attempt_values(a, adapt)]
             cursor.execute(f"INSERT INTO {DeliveryAttempt._meta.db_table} ({columns}) VALUES {values}", params)
+
+
+def _attempt_values(attempt: Attempt, adapt: Callable[[datetime], object] = lambda value: value) -> tuple:
+    """A try's values in `_ATTEMPT_COLUMNS` order, its datetimes through `adapt`."""
+    a = attempt
+    return (a.message_id, a.attempt, a.try_number, a.worker, adapt(a.started_at), adapt(a.finished_at),
+            str(a.outcome), a.smtp_code, a.error)  # fmt: skip
 
 
 def _attempt_key(attempt: Attempt) -> tuple:
@@ -181,7 +185,7 @@ def _one_statement(outcomes: list[Outcome]) -> bool:
 
 
 def _write_in_one_statement(
-    outcomes: list[Outcome], mark_ids: Sequence[int], worker_id: str
+    outcomes: list[Outcome], mark_ids: Sequence[int], worker_id: str, *, solo: bool = False
 ) -> tuple[dict[int, int], list[int]]:
     """`_write_outcomes` (every outcome sent) and the mark, as one statement; return (marked attempts, lost ids).
 
@@ -202,7 +206,7 @@ def _write_in_one_statement(
             updated_at = {now} WHERE id = ANY(%s::bigint[]) AND {held} RETURNING id, attempts)""",
     ]
     params: list = [OutboxStatus.SENT, *provider_params, [o.message_id for o in outcomes], OutboxStatus.SENDING,
-                    worker_id, len(mark_ids) == 1, list(mark_ids), OutboxStatus.SENDING, worker_id]  # fmt: skip
+                    worker_id, solo, list(mark_ids), OutboxStatus.SENDING, worker_id]  # fmt: skip
     inserted = "SELECT NULL::bigint, NULL::integer WHERE false"
     if attempts:
         values = ", ".join(["(%s::bigint, %s::integer, %s::integer, %s, %s::timestamptz, %s::timestamptz, %s, "
@@ -213,9 +217,7 @@ def _write_in_one_statement(
                 AND d.worker = v.worker AND d.attempt = v.attempt AND d.try_number = v.try_number
                 AND d.started_at = v.started_at)
             RETURNING message_id)""")
-        for a in attempts:
-            params += (a.message_id, a.attempt, a.try_number, a.worker, a.started_at, a.finished_at, str(a.outcome),
-                       a.smtp_code, a.error)  # fmt: skip
+        params += [value for a in attempts for value in _attempt_values(a)]
         inserted = "SELECT DISTINCT message_id, NULL::integer FROM recorded"
     sql = (
         f"WITH {', '.join(parts)} SELECT 's', id, NULL::integer FROM sent "
@@ -256,16 +258,17 @@ def outbox_mark_started(
     and must not be sent. Committed before the send begins, so a message that
     kills the worker has always been charged for it.
     """
-    now = database_now_sql(connection.vendor)
+    solo = len(message_ids) == 1  # the evidence a death counts against it (claim.py)
     if _one_statement(list(outcomes)):
-        return _write_in_one_statement(list(outcomes), message_ids, worker_id)
+        return _write_in_one_statement(list(outcomes), message_ids, worker_id, solo=solo)
+    now = database_now_sql(connection.vendor)
     with transaction.atomic():
         lost = _write_outcomes(list(outcomes), worker_id) if outcomes else []
         marked = _update_held_returning(
             list(message_ids),
             worker_id,
             f"started_at = {now}, started_solo = %s, attempts = attempts + 1, updated_at = {now}",
-            [len(message_ids) == 1],
+            [solo],
             "id, attempts",
         )
     return dict(marked), lost
