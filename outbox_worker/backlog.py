@@ -56,26 +56,27 @@ class Backlog:
         instead, past the backlog (which a pause has emptied).
         """
         if probe:
-            claimed = self._claim(limit=1)
-            if claimed:
-                self._book.hold(message.pk for message in claimed)
-                if on_claim is not None:
-                    on_claim()
-            return claimed
+            return self._claimed(1, on_claim)
         with self._lock:
             if not self._rows:
                 # At least one per sender, as when each thread claimed its own share.
-                claimed = self._claim(limit=max(self.batch_size, self.senders))
+                claimed = self._claimed(max(self.batch_size, self.senders), on_claim)
                 if not claimed:
                     return []
-                self._book.hold(message.pk for message in claimed)
                 self._rows.extend(claimed)
                 # Every sender gets a part of a short batch, instead of the first
                 # ones taking whole groups while the others find nothing.
                 self._share = min(self.group_size, max(1, math.ceil(len(claimed) / self.senders)))
-                if on_claim is not None:
-                    on_claim()
             return self._next_group()
+
+    def _claimed(self, limit: int, on_claim: Callable[[], None] | None) -> list[OutboxMessage]:
+        # Leased rows are in hand at once: the keeper extends their leases from here on.
+        claimed = self._claim(limit=limit)
+        if claimed:
+            self._book.hold(message.pk for message in claimed)
+            if on_claim is not None:
+                on_claim()
+        return claimed
 
     def _next_group(self) -> list[OutboxMessage]:
         # A message that was in flight when a worker died (a suspect) is marked

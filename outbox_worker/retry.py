@@ -86,12 +86,11 @@ class RetryPolicy:
         attempt, which is why the default budget is one higher than the
         greylisting schedule alone needs.
         """
-        if self.first_retry > 0:
-            if attempt <= 1:
-                delay = self.first_retry
-            else:
-                delay = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 2))
+        quick = self.first_retry > 0
+        if quick and attempt <= 1:
+            delay = self.first_retry
         else:
-            delay = min(self.backoff_max, self.backoff_base * 2 ** max(0, attempt - 1))
+            doublings = max(0, attempt - (2 if quick else 1))  # the quick retry is not a step of the series
+            delay = min(self.backoff_max, self.backoff_base * 2**doublings)
         # Jitter spreads out messages that failed together (one provider outage).
         return timedelta(seconds=delay * random.uniform(0.8, 1.0))

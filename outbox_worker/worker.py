@@ -395,11 +395,11 @@ class OutboxWorker:
                 # Judged as claimed, never after the mark: marking a suspect for
                 # its last attempt makes attempts == max_attempts, which the rule
                 # would read as "the last one was interrupted" and fail it unsent.
-                if message.pk not in marked and (quarantined := quarantine(message, worker_id=self.worker_id)):
-                    waiting.pop(0)
-                    self.book.add(quarantined)
-                    continue
                 if message.pk not in marked:
+                    if quarantined := quarantine(message, worker_id=self.worker_id):
+                        waiting.pop(0)
+                        self.book.add(quarantined)
+                        continue
                     group = list(waiting)  # the backlog gives a suspect alone
                     probe = next_admission is not None and next_admission.probe
                     if (refused := self._connect(backend, probe=probe)) is not None:
