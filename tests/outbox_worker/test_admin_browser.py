@@ -195,10 +195,7 @@ def test_operator_finds_a_rejected_email_resends_it_and_it_is_delivered(
         page.on("response", lambda r: static_responses.append((r.url, r.status)) if "/static/" in r.url else None)
         violations = watch_csp_violations(page)
 
-        page.goto(f"{gunicorn}/admin/login/?next=/admin/outbox_worker/outboxmessage/")
-        page.fill("#id_username", "operadora")
-        page.fill("#id_password", PASSWORD)
-        page.click("input[type=submit]")
+        log_in_as_operator(page, gunicorn, "/admin/outbox_worker/outboxmessage/")
 
         # The dashboard says one email failed, in pt-BR, though the browser asks for English.
         expect(page.locator("html")).to_have_attribute("lang", "pt-br")
@@ -291,6 +288,14 @@ def _held_by_a_killed_worker() -> OutboxMessage:
     return message
 
 
+def log_in_as_operator(page, gunicorn: str, next_path: str) -> None:
+    """Sign in on the admin's login page as the operator (tests.staff.make_operator), landing on `next_path`."""
+    page.goto(f"{gunicorn}/admin/login/?next={next_path}")
+    page.fill("#id_username", "operadora")
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+
+
 def watch_csp_violations(page) -> list[str]:
     """Collect the browser's console reports of Content-Security-Policy violations (all frames)."""
     violations: list[str] = []
@@ -349,10 +354,7 @@ def test_the_preview_loads_nothing_remote_and_the_site_pages_keep_to_the_csp(
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900}, locale="pt-BR")
         violations = watch_csp_violations(page)
-        page.goto(f"{gunicorn}/admin/login/?next=/admin/outbox_worker/outboxmessage/{message.pk}/change/")
-        page.fill("#id_username", "operadora")
-        page.fill("#id_password", PASSWORD)
-        page.click("input[type=submit]")
+        log_in_as_operator(page, gunicorn, f"/admin/outbox_worker/outboxmessage/{message.pk}/change/")
 
         expect(page.locator(".outbox-remote-blocked")).to_contain_text("remotos bloqueados")
         preview = page.frame_locator("iframe.outbox-html-preview")

@@ -24,11 +24,12 @@ from tests.outbox_worker.test_admin_browser import (  # noqa: F401 (fixtures)
     app_env,
     browser_available,
     gunicorn,
+    log_in_as_operator,
     screenshot_dir,
     watch_csp_violations,
 )
 from tests.outbox_worker.test_tracking_webhooks import postmark_bounce
-from tests.staff import PASSWORD, make_operator
+from tests.staff import make_operator
 
 pytestmark = pytest.mark.postgres
 
@@ -94,10 +95,7 @@ def test_operator_fixes_a_bounced_address_from_the_message_and_the_new_email_is_
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1366, "height": 1045}, locale="en-US")
         violations = watch_csp_violations(page)
-        page.goto(f"{gunicorn}/admin/login/?next=/admin/outbox_worker/outboxmessage/{bounced.pk}/change/")
-        page.fill("#id_username", "operadora")
-        page.fill("#id_password", PASSWORD)
-        page.click("input[type=submit]")
+        log_in_as_operator(page, gunicorn, f"/admin/outbox_worker/outboxmessage/{bounced.pk}/change/")
         page.click("#toggle-nav-sidebar")  # the page itself at full width in the screenshots
 
         # The message page: sent, then bounced by the provider, with the event and the way out.
