@@ -73,7 +73,7 @@ class Command(BaseCommand):
 def gone_workers() -> dict[str, list[dict]]:
     """The workers no longer alive, newest first: stopped cleanly, or dead (silent without stopping).
 
-    Both judged by the one liveness definition (WorkerHeartbeat.objects, models.py) the claim
+    Both judged by the one liveness definition (WorkerHeartbeat.objects, models/workers.py) the claim
     and the admin use; the rows stay until outbox_prune removes them.
     """
     fields = ("worker_id", "hostname", "pid", "last_seen_at", "stopped_at")
