@@ -137,7 +137,10 @@ class Command(BaseCommand):
             "--rate",
             type=_positive_float,
             default=None,
-            help="At most this many messages per second from this process (for providers that throttle).",
+            help=(
+                "At most this many messages per second from this command, shared by its --processes "
+                "(for providers that throttle)."
+            ),
         )
 
         parser.add_argument(
