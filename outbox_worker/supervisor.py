@@ -247,17 +247,25 @@ class Supervisor:
             self._refused = ChildRefused(slot.number, returncode)
             self._escalate(signal.SIGTERM, reason="usage_error")
             return
-        if self._stopping or self.once:
+        if self._stopping or (self.once and returncode == 0):
             return  # asked to stop, or done draining: its code counts in the parent's
+        if self.once:
+            # Not restarted: --once is one pass. Its code counts in the parent's, and the other
+            # children take its rows once its heartbeat goes stale (worker.py, _once_should_wait).
+            self._log_death(slot, process, now)
+            return
         slot.quick_deaths = 1 if now - slot.started_at >= HEALTHY_AFTER else slot.quick_deaths + 1
         delay = restart_delay(slot.quick_deaths)
         slot.restart_at = now + delay
+        self._log_death(slot, process, now, restart_in_s=delay)
+        slot.last_code = None  # handled by the restart: the parent's exit code is about how it stops
+
+    def _log_death(self, slot: Slot, process: subprocess.Popen, now: float, **restart: float) -> None:
         log_event(
             logger, logging.ERROR, "outbox.worker_process_died", slot=slot.number, pid=process.pid,
-            exit_code=slot.last_code, **_signal_name(returncode), ran_s=round(now - slot.started_at, 1),
-            restart_in_s=delay,
+            exit_code=slot.last_code, **_signal_name(process.returncode), ran_s=round(now - slot.started_at, 1),
+            **restart,
         )  # fmt: skip
-        slot.last_code = None  # handled by the restart: the parent's exit code is about how it stops
 
     def _escalate(self, signum: int, *, reason: str) -> None:
         """One step further towards stopping: graceful, then abort, then SIGKILL."""

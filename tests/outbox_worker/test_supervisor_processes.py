@@ -169,3 +169,27 @@ def test_children_stop_when_the_parent_is_killed_with_sigkill(smtp_server, tmp_p
     wait_until(lambda: all(process_gone(pid) for pid in children), what="the children to exit")
     # They took the graceful path (SIGTERM from the kernel), not a silent death.
     assert WorkerHeartbeat.objects.stopped().count() == 2
+
+
+def test_once_does_not_restart_a_killed_child_and_exits_with_the_worst_code(smtp_server, tmp_path):
+    messages = enqueue_messages(20)
+    smtp_server.handler.gate = threading.Event()
+    log = tmp_path / "worker.log"
+    parent = start_worker(
+        "--once", "--processes", "2", "--concurrency", "1", "--batch-size", "5", smtp_port=smtp_server.port,
+        log_path=log, OUTBOX_WORKER_STALE_AFTER="2", OUTBOX_HEARTBEAT_SECONDS="0.3", **PATIENT_CLIENT,
+    )  # fmt: skip
+    try:
+        smtp_server.handler.wait_at_gate(2)
+        os.kill(min(live_worker_pids(2)), signal.SIGKILL)
+        wait_until(lambda: log_count(log, "outbox.worker_process_died") == 1, what="the parent to notice")
+        smtp_server.handler.gate.set()
+        code = parent.wait(timeout=120)  # the survivor takes the dead one's rows once its heartbeat is stale
+    finally:
+        smtp_server.handler.gate.set()
+        stop_worker(parent)
+
+    assert code == 128 + signal.SIGKILL
+    assert log_count(log, "outbox.worker_process_started") == 2
+    assert set(smtp_server.handler.message_ids()) == {m.message_id for m in messages}
+    assert OutboxMessage.objects.filter(status=OutboxStatus.SENT).count() == 20
