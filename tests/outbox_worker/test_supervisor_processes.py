@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from outbox_worker.models import OutboxMessage, OutboxStatus, WorkerHeartbeat
-from outbox_worker.selectors import outbox_health
+from outbox_worker.selectors import outbox_dashboard, outbox_health
 from tests.factories import enqueue_messages
 from tests.processes import start_worker, stop_worker, wait_until
 
@@ -57,6 +57,7 @@ def test_once_with_two_processes_drains_every_email_once_through_two_workers(smt
         workers = outbox_health().workers
         assert len(workers) == 2
         assert {w["pid"] for w in workers}.isdisjoint({parent.pid})
+        assert len(outbox_dashboard().live_workers) == 2
         smtp_server.handler.gate.set()
         code = parent.wait(timeout=120)
     finally:
