@@ -60,8 +60,10 @@ def child_arguments(options: Mapping[str, object], *, processes: int) -> list[st
 
     `--rate` is the whole command's, so each child gets its share. Django's
     --settings reaches the children through DJANGO_SETTINGS_MODULE, which it sets.
+    The parent ran the system checks on the same code and settings: the children
+    skip them (about 0.6 s of CPU each, while the others start too).
     """
-    arguments = ["outbox_worker", "--processes", "1"]
+    arguments = ["outbox_worker", "--processes", "1", "--skip-checks"]
     if options["once"]:
         arguments.append("--once")
     if options["no_notify"]:
