@@ -206,6 +206,8 @@ OUTBOX_FIRST_RETRY = env.float("OUTBOX_FIRST_RETRY", default=1.0)
 OUTBOX_BACKOFF = tuple(env.list("OUTBOX_BACKOFF", cast=float, default=[30.0, 3600.0]))
 OUTBOX_LEASE_SECONDS = env.float("OUTBOX_LEASE_SECONDS", default=120.0)
 OUTBOX_BATCH_SIZE = env.int("OUTBOX_BATCH_SIZE", default=50)
+# Worker processes per worker replica (outbox_worker --processes): about one per vCPU.
+OUTBOX_PROCESSES = env.int("OUTBOX_PROCESSES", default=1)
 OUTBOX_POLL_INTERVAL = env.float("OUTBOX_POLL_INTERVAL", default=2.0)
 OUTBOX_NOTIFY = env.bool("OUTBOX_NOTIFY", default=True)
 OUTBOX_FINISH_EVERY = env.int("OUTBOX_FINISH_EVERY", default=10)

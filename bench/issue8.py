@@ -78,6 +78,10 @@ def drain_variants(cfg) -> dict[str, tuple[str, list[str]]]:
     for threads in (1, 2, 4, 8):
         argv = manage_cmd("outbox_worker", "--once", "--concurrency", str(threads), *cfg.worker_flags)
         variants[f"ours_concurrency_{threads}"] = (OURS, argv)
+    # Two worker processes under one parent (--processes): the senders of one process share its GIL.
+    variants["ours_processes_2"] = (OURS, manage_cmd("outbox_worker", "--once", "--processes", "2", *cfg.worker_flags))
+    argv = manage_cmd("outbox_worker", "--once", "--processes", "2", "--concurrency", "4", *cfg.worker_flags)
+    variants["ours_processes_2_concurrency_4"] = (OURS, argv)
     if baseline := os.environ.get("BENCH_BASELINE_TREE"):
         # Another tree's worker (an export of main: `git archive main | tar -x -C DIR`) in the same rounds:
         # before/after ratios not disturbed by the machine's load changing between two invocations.

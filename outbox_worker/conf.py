@@ -30,6 +30,15 @@ class OutboxSettings:
         return int(getattr(settings, "OUTBOX_BATCH_SIZE", 50))
 
     @property
+    def PROCESSES(self) -> int:
+        """Worker processes `outbox_worker` runs (--processes): one uses about one CPU.
+
+        Its sender threads share one interpreter lock, so a replica with k vCPUs
+        delivers faster with k processes; each opens its own database connections.
+        """
+        return int(getattr(settings, "OUTBOX_PROCESSES", 1))
+
+    @property
     def TASK_BATCH_SIZE(self) -> int:
         """Tasks a sender claims per turn (at most its share of BATCH_SIZE).
 

@@ -291,7 +291,7 @@ class OutboxWorker:
                     if self.once:
                         if not self._once_should_wait():
                             break
-                        self._stopping.wait(max(0.2, self.poll_interval))
+                        self._stopping.wait(ONCE_RECHECK)  # not the poll interval: other workers are finishing
                         continue
                     # Paused with tasks to serve: back when the pause ends, or a task comes.
                     pause = self.gate.retry_in() if admission is None else self.poll_interval
@@ -535,6 +535,9 @@ class OutboxWorker:
 
 # Seconds between a sender's checks for an expired database connection (after an error: at once).
 RECYCLE_EVERY = 1.0
+# Under --once, seconds between looks at rows other workers still hold (a sibling of --processes
+# finishing its last batch): the pass ends this soon after theirs, not a poll interval later.
+ONCE_RECHECK = 0.2
 
 # What a sender may do when the provider gate is not paused.
 _GO = Admission(send=True, probe=False, wait=0.0)

@@ -9,6 +9,8 @@ from django.core.management import get_commands
 from django.urls import resolve
 
 from backend.health import healthz
+from outbox_worker.management.commands.outbox_worker import STOP_MARGIN
+from outbox_worker.supervisor import ABORT_GRACE
 from tests.child_django import PRODUCTION_ENV, ROOT, clean_env, run_python
 from tests.railway_iac import argv, procfile, railway_graph, railway_services
 
@@ -76,6 +78,11 @@ def test_worker_draining_covers_finishing_the_message_in_hand():
 
     assert worker["deploy"]["startCommand"] == procfile()["worker"]
     assert worker["deploy"]["drainingSeconds"] >= send + bounds["finish_within"]
+    # With --processes, the parent waits the send deadline and a margin for its children, then
+    # aborts them and kills what is left: all of that fits before Railway's SIGKILL.
+    if bounds["send_deadline"]:
+        parent_stop = bounds["send_deadline"] + STOP_MARGIN + ABORT_GRACE
+        assert worker["deploy"]["drainingSeconds"] >= parent_stop
 
 
 def test_worker_serves_nothing_and_migrates_nothing():
