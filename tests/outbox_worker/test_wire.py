@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from outbox_worker.delivery import email_for
 from outbox_worker.mime import _HEADER_NAME, MessageCannotBeBuilt, build_email
+from outbox_worker.models import OutboxStatus
 from outbox_worker.sending import send_email
 from outbox_worker.wire import (
     _GENERATOR_POLICY,
@@ -29,6 +30,7 @@ from outbox_worker.wire import (
     _one_field,
     wire_email,
 )
+from tests.factories import enqueue_messages
 from tests.outbox_worker.test_mime import row
 from tests.outbox_worker.test_mime_fast import MAILBOX, NASTY, PLAIN
 
@@ -263,3 +265,21 @@ def test_a_folded_value_that_is_not_one_field_is_declined(folded):
     # start a continuation line is never written.
     assert not _one_field("X-Tag", folded)
     assert _one_field("X-Tag", "X-Tag: a\r\n b\r\n\tc\r\n")
+
+
+@pytest.mark.django_db
+def test_the_worker_sends_the_wire_bytes_over_djangos_smtp_backend(make_worker, smtp_server, monkeypatch):
+    def no_django_build(*args, **kwargs):
+        raise AssertionError("the row should not have been built through Django")
+
+    monkeypatch.setattr("outbox_worker.delivery.build_email", no_django_build)
+    [message] = enqueue_messages(1, body_html="<p>Olá</p>", cc=["Zoë <zoe@exämple.com>"], bcc=["b@example.com"])
+
+    make_worker().run()
+
+    [received] = smtp_server.handler.received
+    assert normalised(received.data) == normalised(django_bytes(message)[1])
+    assert received.mail_from == message.from_email.rsplit("<", 1)[-1].rstrip(">")
+    assert received.rcpt_tos == ["aluno0@example.com", "zoe@xn--exmple-cua.com", "b@example.com"]
+    message.refresh_from_db()
+    assert message.status == OutboxStatus.SENT
