@@ -47,7 +47,7 @@ from email.utils import formatdate
 from django.conf import settings
 from django.core.mail.message import RFC5322_EMAIL_LINE_LENGTH_LIMIT, forbid_multi_line_headers
 
-from .mime import _HEADER_NAME, header_text_problem
+from .mime import header_text_problem, is_header_name
 from .models import OutboxMessage
 
 # What the email generator does with every header value (EmailMessage.message() serialised with linesep CRLF).
@@ -151,7 +151,7 @@ def _field(name: str, value: str, *, subject: bool) -> str | None:
         len(name) + 2 + len(value) <= _ONE_LINE_LIMIT
         and name.lower() != "subject"
         and _ONE_LINE_VALUE.fullmatch(value)
-        and _HEADER_NAME.fullmatch(name)
+        and is_header_name(name)
     ):
         return f"{name}: {value}\r\n"
     return _folded_field(name, value, subject)
@@ -160,7 +160,7 @@ def _field(name: str, value: str, *, subject: bool) -> str | None:
 @functools.lru_cache(maxsize=2048)
 def _folded_field(name: str, value: str, subject: bool) -> str | None:
     """One header field as Django sets it and the generator folds it, or None; a pure function, remembered."""
-    if not _HEADER_NAME.fullmatch(name) or header_text_problem(value) is not None:
+    if not is_header_name(name) or header_text_problem(value) is not None:
         return None
     try:
         _name, encoded = forbid_multi_line_headers(name, value, "utf-8")
