@@ -3,8 +3,9 @@
     DEBUG=1 python -m bench.mime_cost
 
 Compares, on one CPU and the real confirmation templates' size of message:
-- Django alone: EmailMultiAlternatives.message().as_bytes() — what a send always does;
+- Django alone: EmailMultiAlternatives.message().as_bytes() — what a send through Django always does;
 - build_email(): the same, plus parsing the header block back and comparing it (bytes reused by the send);
+- wire_email(): the same bytes written straight from the row (what a send over Django's SMTP backend does now);
 - the enqueue-time check as it was: header-text rules, sanitize_address() on each address, build_email();
 - the enqueue-time check now: header-text rules and check_mailbox() (plain addresses need no parse, the sender's
   verdict is remembered) and check_buildable() (each header judged alone and remembered, the bodies' encodability);
@@ -26,6 +27,7 @@ from django.core.mail.message import sanitize_address  # noqa: E402
 
 from outbox_worker.mime import build_email, check_buildable, check_header_text, check_mailbox  # noqa: E402
 from outbox_worker.models import OutboxMessage  # noqa: E402
+from outbox_worker.wire import wire_email  # noqa: E402
 
 N = 2000
 ROUNDS = 5
@@ -62,6 +64,21 @@ def django_only(message: OutboxMessage) -> None:
 def verified(message: OutboxMessage) -> None:
     # The send asks for the bytes again; build_email hands back the verified ones.
     build_email(message).message().as_bytes(linesep="\r\n")
+
+
+def wire(message: OutboxMessage) -> None:
+    wire_email(message)
+
+
+_unique = iter(range(10**9))
+
+
+def wire_new_recipient(message: OutboxMessage) -> None:
+    # Each email to another student, with its own Message-ID: nothing of theirs is remembered.
+    n = next(_unique)
+    message.to = [f"aluno{n}@example.com"]
+    message.message_id = f"<{n:032x}@cursos.com.br>"
+    wire_email(message)
 
 
 def enqueue_check_before(message: OutboxMessage) -> None:
@@ -105,7 +122,9 @@ if __name__ == "__main__":
     results = per_email_us(
         {
             "django build+serialise (a send, before)": django_only,
-            "build_email + verify + serialise (a send, now)": verified,
+            "build_email + verify + serialise (a send, before)": verified,
+            "wire_email (a send over Django's SMTP backend, now)": wire,
+            "  now, each to a new recipient with its Message-ID": wire_new_recipient,
             "outbox_enqueue's checks, before (build_email)": enqueue_check_before,
             "outbox_enqueue's checks, now (check_buildable)": enqueue_check,
             "  now, with a subject never seen before": enqueue_check_new_subject,

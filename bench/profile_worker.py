@@ -35,7 +35,10 @@ PARTS = [
     ("SMTP connect + greeting + EHLO", lambda st: "EmailBackend.open (" in st),
     ("SMTP QUIT + close", lambda st: "EmailBackend.close (" in st),
     ("SMTP MAIL/RCPT/DATA", lambda st: "SMTP.sendmail (" in st),
-    ("build + verify the MIME message", lambda st: "build_email (" in st),
+    (
+        "build the email (wire bytes, or Django's build + verify)",
+        lambda st: "build_email (" in st or "wire_email (" in st,
+    ),
     ("envelope addresses (sanitize_address)", lambda st: "sanitize_address (" in st),
     ("tenacity / retry bookkeeping", lambda st: "tenacity" in st),
 ]
@@ -50,6 +53,7 @@ CPU_FUNCTIONS = [
     "OutboxWorker.process_batch",
     "deliver",
     "build_email",
+    "wire_email",
     "EmailMessage.message",
     "MIMEMixin.as_bytes",
     "verify_headers",

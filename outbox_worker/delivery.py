@@ -16,8 +16,9 @@ from .logevents import log_event
 from .mime import build_email
 from .models import AttemptOutcome, OutboxMessage
 from .retry import RetryPolicy
-from .sending import send_email
+from .sending import is_plain_smtp, send_email
 from .transitions import Attempt
+from .wire import WireEmail, wire_email
 
 logger = logging.getLogger("outbox_worker.delivery")
 
@@ -50,7 +51,7 @@ class DeliveryResult:
         return "" if self.verdict is None else self.verdict.description
 
 
-def provider_message_id(email: EmailMultiAlternatives) -> str:
+def provider_message_id(email: EmailMultiAlternatives | WireEmail) -> str:
     """The id an anymail backend got for the accepted email, or "" (SMTP, or one id per recipient)."""
     status = getattr(email, "anymail_status", None)
     message_id = getattr(status, "message_id", None)
@@ -82,10 +83,7 @@ def deliver(
     """
     result = DeliveryResult(sent=False)
     try:
-        email = build_email(message, connection)
-        # Echoed back by the provider in its webhooks (anymail's `metadata`), so an
-        # event finds its message even before the provider's id is written. SMTP ignores it.
-        email.metadata = {"outbox_id": str(message.pk)}
+        email = email_for(message, connection)
     except Exception as exc:  # noqa: BLE001 - a row we cannot build is a recorded outcome, never a crash
         result.verdict = classify(exc)
         now = timezone.now()
@@ -117,9 +115,28 @@ def deliver(
     return result
 
 
+def email_for(message: OutboxMessage, connection: BaseEmailBackend) -> EmailMultiAlternatives | WireEmail:
+    """The email to hand `connection` for `message`; raise MessageCannotBeBuilt if the row cannot be one.
+
+    Django's own SMTP backend gets the bytes written straight from the row
+    (`wire.wire_email`); every other backend, and every row the wire writer
+    declines, gets the Django email built and verified by `mime.build_email`,
+    which also gives the verdict on a row that cannot be sent.
+    """
+    if is_plain_smtp(connection):
+        wire = wire_email(message)
+        if wire is not None:
+            return wire
+    email = build_email(message, connection)
+    # Echoed back by the provider in its webhooks (anymail's `metadata`), so an
+    # event finds its message even before the provider's id is written. SMTP ignores it.
+    email.metadata = {"outbox_id": str(message.pk)}
+    return email
+
+
 def _send_once(
     message: OutboxMessage,
-    email: EmailMultiAlternatives,
+    email: EmailMultiAlternatives | WireEmail,
     *,
     connection: BaseEmailBackend,
     worker_id: str,

@@ -13,6 +13,7 @@ logs are kept and shipped further than the admin, which shows them in full.
 
 import json
 import logging
+import math
 import re
 
 _ADDRESS = re.compile(r"([^\s<>\"'(),:;\[\]@]{1})[^\s<>\"'(),:;\[\]@]*@([A-Za-z0-9.\-\[\]]+)")
@@ -26,16 +27,27 @@ def mask_addresses(text: str) -> str:
 
 def _clean(value: object) -> object:
     if isinstance(value, str):
-        return mask_addresses(value)
+        return mask_addresses(value) if "@" in value else value  # no "@", no address: skip the regex
     if isinstance(value, (list, tuple, set, frozenset)):
         return [_clean(item) for item in value]
     return value
 
 
 def _render(value: object) -> str:
-    if isinstance(value, str) and _PLAIN.fullmatch(value):
+    # Most fields of the per-email events are ids, counts and durations: written
+    # here as json.dumps writes them, without its encoder's cost on each.
+    kind = type(value)
+    if kind is int:
+        return int.__repr__(value)
+    if kind is float and math.isfinite(value):
+        return float.__repr__(value)
+    if kind is bool:
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if kind is str and _PLAIN.fullmatch(value):
         return value
-    if isinstance(value, (bool, int, float)) or value is None:
+    if isinstance(value, (bool, int, float)):
         return json.dumps(value)
     return json.dumps(value, ensure_ascii=False, default=str)
 
@@ -45,5 +57,5 @@ def log_event(logger: logging.Logger, level: int, event: str, /, **fields: objec
     if not logger.isEnabledFor(level):
         return
     cleaned = {key: _clean(value) for key, value in fields.items()}
-    text = " ".join([event, *(f"{key}={_render(value)}" for key, value in cleaned.items())])
+    text = " ".join([event, *[f"{key}={_render(value)}" for key, value in cleaned.items()]])
     logger.log(level, "%s", text, extra={"event": event, "fields": cleaned}, stacklevel=2)

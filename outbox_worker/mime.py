@@ -9,6 +9,11 @@ paragraph separator at all (`header_text_problem`), every domain must have an
 ASCII (IDNA) form, and `build_email` parses the bytes it built back and
 refuses a message whose headers did not survive the round trip.
 
+Over exactly Django's SMTP backend the worker sends `wire.wire_email`'s bytes
+instead: the same bytes written straight from the row, safe without the read-back
+(wire.py says why). `build_email` still builds every email for any other
+backend and every row the wire writer declines, and gives their verdict.
+
 `check_buildable` gives `build_email`'s verdict at enqueue for a fraction of
 its cost: each header is checked alone, exactly as the send checks it, and the
 verdict is remembered (the subject, sender and extra headers repeat from one
@@ -143,6 +148,11 @@ def envelope_address(value: str, charset: str) -> str:
     raises, and is not remembered.
     """
     return sanitize_address(value, charset)
+
+
+def is_header_name(name: str) -> bool:
+    """Whether `name` is an RFC 5322 field-name (printable ASCII without ":"), all of it."""
+    return _HEADER_NAME.fullmatch(name) is not None
 
 
 def check_header_name(name: str) -> None:

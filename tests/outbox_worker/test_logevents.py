@@ -1,10 +1,13 @@
 """log_event: one readable line, the same values as fields, nothing forgeable."""
 
+import json
 import logging
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from outbox_worker.logevents import log_event, mask_addresses
+from outbox_worker.logevents import _PLAIN, _clean, _render, log_event, mask_addresses
 
 
 @pytest.fixture
@@ -53,3 +56,19 @@ def test_addresses_are_masked_in_the_line_and_in_the_fields(records):
     [record] = records.records
     assert "bia@" not in record.getMessage()
     assert record.fields["to"] == ["b***@example.com"]
+
+
+@given(
+    value=st.one_of(
+        st.integers(), st.floats(), st.booleans(), st.none(), st.text(), st.lists(st.integers() | st.text(), max_size=3)
+    )
+)
+def test_a_value_is_written_as_json_writes_it_unless_it_is_plain_text(value):
+    # _render writes ids, counts and durations itself instead of calling the JSON encoder for each.
+    expected = value if isinstance(value, str) and _PLAIN.fullmatch(value) else json.dumps(value, ensure_ascii=False)
+    assert _render(value) == expected
+
+
+def test_a_text_without_an_at_sign_is_left_as_it_is_and_one_with_it_is_masked():
+    assert _clean("550 mailbox full") == "550 mailbox full"
+    assert _clean(("x ana@example.com", 5)) == ["x a***@example.com", 5]
