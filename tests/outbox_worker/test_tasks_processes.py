@@ -6,7 +6,7 @@ from collections import Counter
 import pytest
 from django.db import transaction
 
-from outbox_worker.models import OutboxTask, TaskStatus
+from outbox_worker.models import OutboxTask, TaskStatus, WorkerHeartbeat
 from tests.outbox_worker import task_functions as tasks
 from tests.processes import start_worker, stop_worker, wait_until
 
@@ -21,13 +21,22 @@ def _status(result_id: str) -> str:
 
 
 def test_two_workers_run_every_task_exactly_once(smtp_server, tmp_path):
-    with transaction.atomic():
-        results = [tasks.record.enqueue(str(tmp_path), f"t{n}") for n in range(300)]
     workers = [
         start_worker("--poll-interval", "0.2", smtp_port=smtp_server.port, log_path=tmp_path / f"worker{n}.log")
         for n in range(2)
     ]
     try:
+        # Queued once both are up (a heartbeat comes after the signal handlers): on a
+        # loaded machine the first to start would otherwise run all 300 alone, and
+        # the other could be stopped before it could take SIGTERM gracefully.
+        pids = {worker.pid for worker in workers}
+        wait_until(
+            lambda: set(WorkerHeartbeat.objects.alive().filter(pid__in=pids).values_list("pid", flat=True)) == pids,
+            timeout=60,
+            what="both workers' first heartbeat",
+        )
+        with transaction.atomic():
+            results = [tasks.record.enqueue(str(tmp_path), f"t{n}") for n in range(300)]
         wait_until(
             lambda: OutboxTask.objects.filter(status=TaskStatus.SUCCEEDED).count() == 300, timeout=120, what="300 runs"
         )
