@@ -1,4 +1,5 @@
 import pytest
+from django.core.mail.backends.smtp import EmailBackend
 
 from outbox_worker.worker import OutboxWorker
 from tests.processes import kill_leftover_workers
@@ -21,3 +22,12 @@ def make_worker(smtp_backend_factory):
         return OutboxWorker(**options)
 
     return make
+
+
+@pytest.fixture
+def backend(smtp_server, settings):
+    """Django's own SMTP backend, connected to the test SMTP server (the sends that get the wire bytes)."""
+    connection = EmailBackend(host="127.0.0.1", port=smtp_server.port, timeout=settings.EMAIL_TIMEOUT)
+    connection.open()
+    yield connection
+    connection.close()

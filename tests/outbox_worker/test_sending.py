@@ -3,19 +3,10 @@
 import pytest
 from django.core.mail import EmailMessage
 from django.core.mail.backends.locmem import EmailBackend as LocmemBackend
-from django.core.mail.backends.smtp import EmailBackend
 
 from outbox_worker.mime import build_email
 from outbox_worker.sending import send_email
 from tests.factories import enqueue_messages
-
-
-@pytest.fixture
-def backend(smtp_server, settings):
-    connection = EmailBackend(host="127.0.0.1", port=smtp_server.port, timeout=settings.EMAIL_TIMEOUT)
-    connection.open()
-    yield connection
-    connection.close()
 
 
 @pytest.mark.django_db

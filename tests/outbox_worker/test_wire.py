@@ -221,14 +221,6 @@ EXPECTED_HEADERS = {"content-type", "mime-version", "content-transfer-encoding",
                     "reply-to", "date", "message-id", "x-tag"}  # fmt: skip
 
 
-@pytest.fixture
-def backend(smtp_server, settings):
-    connection = EmailBackend(host="127.0.0.1", port=smtp_server.port, timeout=settings.EMAIL_TIMEOUT)
-    connection.open()
-    yield connection
-    connection.close()
-
-
 @pytest.mark.parametrize("field", FIELDS)
 def test_no_field_can_add_a_header_to_the_bytes_sent(field, backend, smtp_server):
     sent = 0
