@@ -82,6 +82,23 @@ def wait_until(predicate, *, timeout: float = 60.0, interval: float = 0.05, what
         time.sleep(interval)
 
 
+def live_worker_pids() -> set[int]:
+    """Pids of the workers with a live heartbeat (the one liveness rule, WorkerHeartbeat.objects.alive())."""
+    from outbox_worker.models import WorkerHeartbeat  # the app registry is ready by test time
+
+    return set(WorkerHeartbeat.objects.alive().values_list("pid", flat=True))
+
+
+def wait_for_live_workers(count: int) -> set[int]:
+    """Wait until exactly `count` workers have a live heartbeat; return their pids."""
+
+    def pids() -> set[int] | None:
+        alive = live_worker_pids()
+        return alive if len(alive) == count else None
+
+    return wait_until(pids, what=f"{count} live workers")
+
+
 def listener_pids(worker_pid: int) -> set[int]:
     """Backends through which the worker process `worker_pid` LISTENs for the outbox channel.
 

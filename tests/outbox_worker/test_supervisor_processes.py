@@ -11,7 +11,7 @@ import pytest
 from outbox_worker.models import OutboxMessage, OutboxStatus, WorkerHeartbeat
 from outbox_worker.selectors import outbox_dashboard, outbox_health
 from tests.factories import enqueue_messages
-from tests.processes import start_worker, stop_worker, wait_until
+from tests.processes import live_worker_pids, start_worker, stop_worker, wait_for_live_workers, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -23,16 +23,6 @@ def process_gone(pid: int) -> bool:
     except FileNotFoundError:
         return True
     return state in ("Z", "X")
-
-
-def live_worker_pids(count: int) -> set[int]:
-    """Wait until `count` workers have a live heartbeat; return their pids."""
-
-    def pids() -> set[int] | None:
-        alive = set(WorkerHeartbeat.objects.alive().values_list("pid", flat=True))
-        return alive if len(alive) == count else None
-
-    return wait_until(pids, what=f"{count} live workers")
 
 
 # Sends wait at the SMTP server's gate while a test acts; the tests' usual 5 s timeout could end them first.
@@ -82,7 +72,7 @@ def test_sigterm_to_the_parent_mid_drain_stops_every_child_gracefully(smtp_serve
     )  # fmt: skip
     try:
         smtp_server.handler.wait_at_gate(4)  # two senders in each child hold a message
-        children = live_worker_pids(2)
+        children = wait_for_live_workers(2)
         parent.send_signal(signal.SIGTERM)
         wait_until(lambda: log_count(log, "outbox.worker_stopping") == 2, what="both children to get the signal")
         assert parent.poll() is None  # waiting for its children, which wait for the server
@@ -110,7 +100,7 @@ def test_a_second_sigterm_aborts_the_children_and_the_parent_exits_1(smtp_server
     )  # fmt: skip
     try:
         smtp_server.handler.wait_at_gate(2)
-        children = live_worker_pids(2)
+        children = wait_for_live_workers(2)
         parent.send_signal(signal.SIGTERM)
         wait_until(lambda: log_count(log, "outbox.worker_stopping") == 2, what="both children to get the signal")
         parent.send_signal(signal.SIGTERM)  # the server still holds both sends: only an abort ends them
@@ -131,16 +121,14 @@ def test_a_child_killed_with_sigkill_is_replaced_and_the_queue_still_drains(smtp
         smtp_port=smtp_server.port, log_path=log, **PATIENT_CLIENT,
     )  # fmt: skip
     try:
-        first = live_worker_pids(2)
+        first = wait_for_live_workers(2)
         victim = min(first)
         os.kill(victim, signal.SIGKILL)
         wait_until(lambda: log_count(log, "outbox.worker_process_died") == 1, what="the parent to notice")
         assert f"pid={victim}" in log.read_text()
         assert "signal=SIGKILL" in log.read_text()
         # A new worker replaces it (the victim's heartbeat looks alive until it goes stale).
-        replacement = wait_until(
-            lambda: set(WorkerHeartbeat.objects.alive().values_list("pid", flat=True)) - first, what="a new worker"
-        )
+        replacement = wait_until(lambda: live_worker_pids() - first, what="a new worker")
         assert len(replacement) == 1
         assert not process_gone(max(first))  # the survivor was left alone
 
@@ -163,7 +151,7 @@ def test_a_child_killed_with_sigkill_is_replaced_and_the_queue_still_drains(smtp
 def test_children_stop_when_the_parent_is_killed_with_sigkill(smtp_server, tmp_path):
     parent = start_worker("--processes", "2", "--concurrency", "1", smtp_port=smtp_server.port,
                           log_path=tmp_path / "worker.log")  # fmt: skip
-    children = live_worker_pids(2)
+    children = wait_for_live_workers(2)
     parent.kill()
     assert parent.wait(timeout=30) == -signal.SIGKILL
 
@@ -182,7 +170,7 @@ def test_once_does_not_restart_a_killed_child_and_exits_with_the_worst_code(smtp
     )  # fmt: skip
     try:
         smtp_server.handler.wait_at_gate(2)
-        os.kill(min(live_worker_pids(2)), signal.SIGKILL)
+        os.kill(min(wait_for_live_workers(2)), signal.SIGKILL)
         wait_until(lambda: log_count(log, "outbox.worker_process_died") == 1, what="the parent to notice")
         smtp_server.handler.gate.set()
         code = parent.wait(timeout=120)  # the survivor takes the dead one's rows once its heartbeat is stale

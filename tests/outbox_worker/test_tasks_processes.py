@@ -6,9 +6,9 @@ from collections import Counter
 import pytest
 from django.db import transaction
 
-from outbox_worker.models import OutboxTask, TaskStatus, WorkerHeartbeat
+from outbox_worker.models import OutboxTask, TaskStatus
 from tests.outbox_worker import task_functions as tasks
-from tests.processes import start_worker, stop_worker, wait_until
+from tests.processes import live_worker_pids, start_worker, stop_worker, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -30,11 +30,7 @@ def test_two_workers_run_every_task_exactly_once(smtp_server, tmp_path):
         # loaded machine the first to start would otherwise run all 300 alone, and
         # the other could be stopped before it could take SIGTERM gracefully.
         pids = {worker.pid for worker in workers}
-        wait_until(
-            lambda: set(WorkerHeartbeat.objects.alive().filter(pid__in=pids).values_list("pid", flat=True)) == pids,
-            timeout=60,
-            what="both workers' first heartbeat",
-        )
+        wait_until(lambda: pids <= live_worker_pids(), timeout=60, what="both workers' first heartbeat")
         with transaction.atomic():
             results = [tasks.record.enqueue(str(tmp_path), f"t{n}") for n in range(300)]
         wait_until(
