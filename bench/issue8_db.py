@@ -144,18 +144,19 @@ def notify_sql(cfg) -> dict:
             thread.join()
         return sum(counts) / seconds
 
-    # "trigger": 0007's function, NOTIFY on every due row. "idle_check": 0013's, NOTIFY only while an idle
-    # worker holds the idle lock; with none idle (the state under load: here no worker at all) the enqueue
-    # pays one shared advisory try-lock. "idle_worker": 0013's with a connection holding the lock, as a
-    # sleeping worker does, so every enqueue NOTIFYs (the quiet-time state: the cost of the old trigger).
+    # "trigger": 0007's trigger, NOTIFY on every due row. "idle_check": 0013's rule (in 0016's WHEN clause),
+    # NOTIFY only while an idle worker holds the idle lock; with none idle (the state under load: here no
+    # worker at all) the enqueue pays one shared advisory try-lock. "idle_worker": the same with a
+    # connection holding the lock, as a sleeping worker does, so every enqueue NOTIFYs (the quiet-time
+    # state: the cost of the old trigger).
     names = ("trigger", "no_trigger", "idle_check", "idle_worker")
     runs: dict[str, list[float]] = {name: [] for name in names}
     try:
         for rnd in range(rounds):
             order = names if rnd % 2 == 0 else tuple(reversed(names))
             for name in order:
+                _set_trigger_function(idle_check=name != "trigger")  # recreates it: enable or disable after
                 _set_trigger(trigger, enabled=name != "no_trigger")
-                _set_trigger_function(idle_check=name != "trigger")
                 holder = _hold_idle_lock() if name == "idle_worker" else None
                 try:
                     runs[name].append(block(name, rnd))
@@ -168,7 +169,7 @@ def notify_sql(cfg) -> dict:
                 f"{runs['idle_worker'][-1]:.0f} with 0013's and an idle worker"
             )
     finally:
-        _set_trigger_function(idle_check=True)  # what migration 0013 installs
+        _set_trigger_function(idle_check=True)  # what migration 0016 installs
         _set_trigger(trigger, enabled=True)
 
     def versus_none(name: str) -> float:
@@ -194,22 +195,21 @@ def _hold_idle_lock():
     return conn
 
 
-# The functions 0007 and 0013 install (an idle worker holds advisory lock IDLE_KEY).
+# The emails' trigger as 0007 installed it (NOTIFY for every due row) and as 0016 installs it (the idle
+# check of 0013, in the WHEN clause). An idle worker holds advisory lock IDLE_KEY.
 IDLE_KEY = 7_361_000_013  # outbox_worker.background.IDLE_LOCK_KEY
-_NOTIFY_BODY = "BEGIN PERFORM pg_notify('outbox_worker', ''); RETURN NULL; END;"
-_IDLE_CHECK_BODY = (
-    f"BEGIN IF NOT pg_try_advisory_xact_lock_shared({IDLE_KEY}) THEN "
-    "PERFORM pg_notify('outbox_worker', ''); END IF; RETURN NULL; END;"
-)
+_DUE = "NEW.status = 'pending' AND NEW.available_at <= clock_timestamp() + interval '5 seconds'"
 
 
 def _set_trigger_function(*, idle_check: bool) -> None:
-    body = _IDLE_CHECK_BODY if idle_check else _NOTIFY_BODY
+    when = f"{_DUE} AND NOT pg_try_advisory_xact_lock_shared({IDLE_KEY})" if idle_check else _DUE
     conn = common.pg_connect(common.DATABASES[OURS])
     try:
         with conn.cursor() as cursor:
+            cursor.execute("DROP TRIGGER outbox_worker_notify ON outbox_worker_outboxmessage")
             cursor.execute(
-                f"CREATE OR REPLACE FUNCTION outbox_worker_notify() RETURNS trigger AS $$ {body} $$ LANGUAGE plpgsql"
+                "CREATE TRIGGER outbox_worker_notify AFTER INSERT OR UPDATE OF status, available_at "
+                f"ON outbox_worker_outboxmessage FOR EACH ROW WHEN ({when}) EXECUTE FUNCTION outbox_worker_notify()"
             )
     finally:
         conn.close()

@@ -5,14 +5,15 @@ its own database connection, so a sender stuck in a slow SMTP conversation
 cannot stop its heartbeat, its leases or its outcomes from being written,
 and a notification is noticed while every sender is busy.
 
-Who gets notified (the idle lock, migration 0013)
+Who gets notified (the idle lock, migrations 0013 and 0016)
 -------------------------------------------------
 `pg_notify` takes a database-wide lock held through the commit's WAL flush:
 concurrent enqueues that all NOTIFY commit one after another. So the triggers
 NOTIFY only when some sender is idle, asking the database instead of guessing:
 an idle sender holds advisory lock IDLE_LOCK_KEY exclusively (session level)
-while it sleeps, and the trigger calls `pg_try_advisory_xact_lock_shared` on
-the same key and NOTIFYs only when that *fails*. Concurrent enqueues take the
+while it sleeps, and the triggers' WHEN clause calls
+`pg_try_advisory_xact_lock_shared` on the same key: the trigger runs (and
+NOTIFYs) only when that *fails*. Concurrent enqueues take the
 shared lock together (no contention) and notify nobody while every sender is
 busy; a busy sender claims again at once after a non-empty batch anyway.
 
