@@ -164,7 +164,7 @@ def claim_batch(
     with transaction.atomic():
         rows = list(queue.model.objects.raw(sql, params))
         if queue is EMAILS:
-            # Suppressed since enqueue: held here, in the claim's transaction (one lookup per batch).
+            # A suppressed recipient: held here, in the claim's transaction (one lookup per batch).
             rows = hold_suppressed_claims(rows)
     rows.sort(key=queue.sort_key)
     return rows

@@ -13,6 +13,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from .conf import outbox_settings
+from .insert import insert_message
 from .mime import (
     HeaderTextError,
     MessageCannotBeBuilt,
@@ -31,7 +32,6 @@ from .models import (
     held_by_live_worker,
     with_held,
 )
-from .suppression import insert_holding_suppressed
 
 # Statuses a message never leaves by itself; only these may be pruned.
 FINISHED_STATUSES = (OutboxStatus.SENT, OutboxStatus.FAILED, OutboxStatus.CANCELLED, OutboxStatus.SUPPRESSED)
@@ -134,8 +134,9 @@ def outbox_enqueue(
         check_buildable(message)
     except MessageCannotBeBuilt as exc:
         raise OutboxError(f"the email cannot be built: {exc}") from None
-    # A suppressed recipient holds the message (not an error: the caller's change still commits).
-    insert_holding_suppressed(message)
+    # A suppressed recipient is not looked up here: the claim holds the message as
+    # `suppressed` (suppression.hold_suppressed_claims), the one place that decides it.
+    insert_message(message)
     return message
 
 

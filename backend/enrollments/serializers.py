@@ -110,7 +110,8 @@ class EnrollmentOutputSerializer(serializers.ModelSerializer):
         default=None,
         help_text=(
             "Situação do email de confirmação na outbox: pending, sending, sent (aceito pelo provedor), failed, "
-            "cancelled ou suppressed (não enviado: o endereço está na lista de supressão por devolução ou spam)."
+            "cancelled ou suppressed (não enviado: o endereço está na lista de supressão por devolução ou spam; "
+            "decidido quando o worker pega o email, até lá pending)."
         ),
     )
     email_delivery_status = serializers.CharField(

@@ -1,6 +1,8 @@
 import pytest
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
+from outbox_worker.insert import insert_message
 from outbox_worker.models import OutboxMessage, OutboxStatus
 from outbox_worker.services import OutboxError, outbox_enqueue
 
@@ -119,3 +121,54 @@ def test_the_same_dedup_key_is_queued_only_once():
         outbox_enqueue(**EMAIL, dedup_key="event:1")
 
     assert OutboxMessage.objects.count() == 1
+
+
+def _stored(pk: int) -> dict:
+    row = OutboxMessage.objects.filter(pk=pk).values().get()
+    return {name: value for name, value in row.items() if name not in ("id", "message_id", "dedup_key", "updated_at")}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "changed",
+    [
+        {},
+        # Every field whose default insert_message reuses, set to something else.
+        {
+            "status": OutboxStatus.CANCELLED,
+            "attempts": 2,
+            "interruptions": 1,
+            "started_solo": True,
+            "solo_interruptions": 1,
+            "max_attempts": 3,
+            "locked_by": "w",
+            "last_error": "x",
+            "kind": "k",
+            "source": "s",
+            "provider_message_id": "p",
+            "delivery_status": "delivered",
+            "body_html": "<p>h</p>",
+            "cc": ["c@example.com"],
+            "headers": {"X-A": "1"},
+        },
+    ],
+    ids=["defaults", "every-default-changed"],
+)
+def test_insert_message_stores_what_save_would(changed):
+    """insert_message reuses prepared defaults: a value that differs from its default must still be written."""
+    now = timezone.now()
+
+    def build(n: int) -> OutboxMessage:
+        return OutboxMessage(
+            from_email="a@example.com", to=["b@example.com"], subject="Olá", body_text="Corpo",
+            message_id=f"<{n}@example.com>", dedup_key=f"k{n}", available_at=now, created_at=now, **changed,
+        )  # fmt: skip
+
+    fast, saved = build(1), build(2)
+    insert_message(fast)
+    saved.save(force_insert=True)
+
+    assert fast.pk is not None and not fast._state.adding
+    assert _stored(fast.pk) == _stored(saved.pk)
+    for name, value in changed.items():
+        assert _stored(fast.pk)[name] == value

@@ -1,4 +1,4 @@
-"""The suppression list: held at enqueue, re-checked at claim, lifted by a permitted operator."""
+"""The suppression list: held at claim (the one place that decides it), lifted by a permitted operator."""
 
 from datetime import timedelta
 
@@ -26,35 +26,46 @@ def suppress(address: str, reason: SuppressionReason = SuppressionReason.HARD_BO
     return suppression_add(address=address, reason=reason, detail="smtp;550 5.1.1 user unknown")
 
 
-def test_an_email_to_a_suppressed_address_is_held_as_suppressed_with_the_reason():
+@pytest.mark.django_db(transaction=True)
+def test_an_email_to_a_suppressed_address_is_held_as_suppressed_with_the_reason(make_worker, smtp_server):
     suppress("carla@example.com")
 
     [message] = enqueue_messages(1, to=["Carla <CARLA@example.com>"])
+    message.refresh_from_db()
+    assert message.status == OutboxStatus.PENDING  # the enqueue does not look: the claim decides
+
+    make_worker().run()
 
     message.refresh_from_db()
-    assert message.status == OutboxStatus.SUPPRESSED
+    assert (message.status, message.attempts) == (OutboxStatus.SUPPRESSED, 0)
     assert "hard_bounce" in message.last_error and "5.1.1" in message.last_error
+    assert smtp_server.handler.received == []
 
 
-def test_one_suppressed_recipient_among_several_holds_the_email_with_that_address_s_reason():
+@pytest.mark.django_db(transaction=True)
+def test_one_suppressed_recipient_among_several_holds_the_email_with_that_address_s_reason(make_worker, smtp_server):
     suppress("bruno@example.com", SuppressionReason.COMPLAINT)
     lifted = suppress("ana@example.com")
     suppression_lift(suppression_ids=[lifted.pk], user_id=None)
 
     [held] = enqueue_messages(1, to=["ana@example.com"], cc=["Bruno <BRUNO@example.com>"])
     [sent] = enqueue_messages(1, to=["ana@example.com"])
+    make_worker().run()
 
     held.refresh_from_db()
     sent.refresh_from_db()
     assert (held.status, suppressed_reason(held.last_error)) == (OutboxStatus.SUPPRESSED, SuppressionReason.COMPLAINT)
     assert "bruno@example.com" in held.last_error
-    assert (sent.status, sent.last_error) == (OutboxStatus.PENDING, "")
+    assert (sent.status, sent.last_error) == (OutboxStatus.SENT, "")
+    assert [r.rcpt_tos for r in smtp_server.handler.received] == [["ana@example.com"]]
 
 
-def test_the_enrollment_is_still_created_and_the_staff_api_says_suppressed():
+@pytest.mark.django_db(transaction=True)
+def test_the_enrollment_is_still_created_and_the_staff_api_says_suppressed(make_worker, smtp_server):
     suppress("carla@example.com", SuppressionReason.COMPLAINT)
 
     enrollment = enrollment_create(product=make_product(), name="Carla Dias", email="carla@example.com")
+    make_worker().run()
 
     staff = make_staff("equipe", "enrollments.view_enrollment")
     api = APIClient()
@@ -88,6 +99,7 @@ def test_the_worker_holds_a_message_whose_address_was_suppressed_after_enqueue(m
 def test_lifting_sends_nothing_until_the_operator_resends(make_worker, smtp_server, client):
     suppression = suppress("carla@example.com")
     [message] = enqueue_messages(1, to=["carla@example.com"])
+    make_worker().run()  # held at claim
     client.force_login(make_staff("supervisora", "outbox_worker.view_suppression", "outbox_worker.lift_suppression"))
 
     response = client.post(
@@ -188,9 +200,13 @@ def test_the_suppression_list_speaks_portuguese_and_filters_active_and_lifted(cl
         (SuppressionReason.COMPLAINT, "Não enviado: o destinatário marcou um email anterior como spam"),
     ],
 )
-def test_a_held_message_is_explained_by_its_suppression_reason_not_by_the_bounce_text(reason, meaning):
+@pytest.mark.django_db(transaction=True)
+def test_a_held_message_is_explained_by_its_suppression_reason_not_by_the_bounce_text(
+    reason, meaning, make_worker, smtp_server
+):
     suppress("carla@example.com", reason)  # its detail says 5.1.1, which alone would read "the address does not exist"
     [message] = enqueue_messages(1, to=["carla@example.com"])
+    make_worker().run()
     message.refresh_from_db()
     assert message.status == OutboxStatus.SUPPRESSED
 
