@@ -128,11 +128,14 @@ class OutboxSettings:
     def FIRST_RETRY(self) -> float:
         """Seconds before the first retry of a message-level transient failure (0: straight to BACKOFF).
 
-        Short, so a one-off temporary reply costs its message about a second
+        Short, so a one-off temporary reply costs its message half a second
         and a drain with scattered 451s keeps its pace; a greylisting server
-        refuses this retry too and the message then follows BACKOFF.
+        refuses this retry too and the message then follows BACKOFF. Either
+        way it is one more RCPT for that message, whether after 0.5 s or 1 s
+        (the default until 2026-12-02: with a drain of 2,000 emails taking
+        2.2 s, the last refused ones held its 99 % mark back by the second).
         """
-        return float(getattr(settings, "OUTBOX_FIRST_RETRY", 1.0))
+        return float(getattr(settings, "OUTBOX_FIRST_RETRY", 0.5))
 
     @property
     def BACKOFF(self) -> tuple[float, float]:

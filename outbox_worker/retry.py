@@ -7,7 +7,7 @@ Two levels, and no sender ever sleeps on one message's behalf:
   error (a greylisting 451, a 550) is never retried in-process: the message
   goes back to the queue and the sender moves on to the next one;
 - back in the queue, a message-level transient failure is tried again once
-  soon (FIRST_RETRY, ~1 s: most temporary replies that are not greylisting,
+  soon (FIRST_RETRY, ~0.5 s: most temporary replies that are not greylisting,
   such as "451 4.3.0 temporary failure", are gone by then), then waits
   `backoff(attempt)`, doubling each time from BACKOFF's base (greylisting
   servers want minutes), until the message's attempt budget is spent and it is
