@@ -165,8 +165,8 @@ def notify_sql(cfg) -> dict:
                         holder.close()
             log(
                 f"  round {rnd + 1}: {runs['trigger'][-1]:.0f} commits/s with 0007's trigger, "
-                f"{runs['no_trigger'][-1]:.0f} without, {runs['idle_check'][-1]:.0f} with 0013's and no idle worker, "
-                f"{runs['idle_worker'][-1]:.0f} with 0013's and an idle worker"
+                f"{runs['no_trigger'][-1]:.0f} without, {runs['idle_check'][-1]:.0f} with 0016's and no idle worker, "
+                f"{runs['idle_worker'][-1]:.0f} with 0016's and an idle worker"
             )
     finally:
         _set_trigger_function(idle_check=True)  # what migration 0016 installs
@@ -178,7 +178,7 @@ def notify_sql(cfg) -> dict:
     ratio, idle, idle_worker = versus_none("trigger"), versus_none("idle_check"), versus_none("idle_worker")
     log(
         f"notify-sql: commits/s vs no trigger, median of per-round ratios: 0007's trigger {ratio:.3f}x; "
-        f"0013's with no idle worker {idle:.3f}x, with an idle worker {idle_worker:.3f}x"
+        f"0016's with no idle worker {idle:.3f}x, with an idle worker {idle_worker:.3f}x"
     )
     return {
         "clients": clients, "seconds": seconds, "rounds": rounds, "runs": runs, "ratio": ratio,
