@@ -201,7 +201,7 @@ EMAIL_TIMEOUT = env.float("EMAIL_TIMEOUT", default=10.0)
 
 # --- Outbox (see outbox_worker/conf.py for what each one does) -------------
 OUTBOX_MAX_ATTEMPTS = env.int("OUTBOX_MAX_ATTEMPTS", default=10)
-OUTBOX_FIRST_RETRY = env.float("OUTBOX_FIRST_RETRY", default=1.0)
+OUTBOX_FIRST_RETRY = env.float("OUTBOX_FIRST_RETRY", default=0.5)
 # "base,maximum" seconds between later retries of a temporary failure, doubling.
 OUTBOX_BACKOFF = tuple(env.list("OUTBOX_BACKOFF", cast=float, default=[30.0, 3600.0]))
 OUTBOX_LEASE_SECONDS = env.float("OUTBOX_LEASE_SECONDS", default=120.0)

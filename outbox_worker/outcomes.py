@@ -253,10 +253,8 @@ class OutcomeBook:
     def _written(self, outcomes: list[Outcome], lost: list[int]) -> None:
         if not outcomes:
             return
-        # Due at the database's now() + retry_in, a moment before this: waking on this clock is never early.
-        now = time.monotonic()
-        waiting = (o for o in outcomes if o.retry_in and o.status == OutboxStatus.PENDING)
-        retries = [now + o.retry_in.total_seconds() for o in waiting]
+        # Due at the database's now() + what was left of retry_in, no later than `retry_due`: never early.
+        retries = [o.retry_due() for o in outcomes if o.retry_in and o.status == OutboxStatus.PENDING]
         with self._lock:
             for due in retries:
                 if len(self._retries_due) < MAX_RETRIES_REMEMBERED:

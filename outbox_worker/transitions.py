@@ -6,6 +6,7 @@ matches nothing and the caller is told which rows, instead of overwriting the
 other worker's result. Times come from the database clock, like the claim's.
 """
 
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -50,10 +51,11 @@ _ATTEMPTS_PER_INSERT = 100
 class Outcome:
     """How one delivery ended, waiting to be written.
 
-    `status` is SENT, FAILED, or PENDING: tried again `retry_in` from now (by
-    the database clock) or at once. `refund` gives back the attempt counted
-    when the send started: the delivery said nothing about the message (the
-    provider refused us) or never really began.
+    `status` is SENT, FAILED, or PENDING: tried again `retry_in` after it was
+    decided (`decided_at`, this process's monotonic clock; the time it waited
+    in memory before being written is not added on top) or at once. `refund`
+    gives back the attempt counted when the send started: the delivery said
+    nothing about the message (the provider refused us) or never really began.
     """
 
     message_id: int
@@ -63,6 +65,17 @@ class Outcome:
     attempts: list[Attempt] = field(default_factory=list)
     refund: bool = False
     provider_message_id: str = ""  # when SENT through an HTTP API: the provider's id (see tracking)
+    decided_at: float = field(default_factory=time.monotonic, compare=False, repr=False)
+
+    def retry_in_left(self) -> timedelta | None:
+        """What is left of `retry_in` now (never below zero); None when the message is due at once."""
+        if not self.retry_in:
+            return None
+        return max(timedelta(0), self.retry_in - timedelta(seconds=time.monotonic() - self.decided_at))
+
+    def retry_due(self) -> float | None:
+        """When the retry comes due, on the monotonic clock; None when the message is due at once."""
+        return self.decided_at + self.retry_in.total_seconds() if self.retry_in else None
 
 
 def _held(message_ids: Iterable[int], worker_id: str, queue: QueueTable = EMAILS) -> QuerySet:
@@ -107,7 +120,7 @@ def _write_outcomes(outcomes: list[Outcome], worker_id: str) -> list[int]:
         updated = _held([outcome.message_id], worker_id).update(
             status=outcome.status,
             last_error=outcome.error,
-            available_at=Now() + outcome.retry_in if outcome.retry_in else Now(),
+            available_at=Now() + left if (left := outcome.retry_in_left()) else Now(),
             attempts=F("attempts") - 1 if outcome.refund else F("attempts"),
             locked_by="",
             locked_until=None,

@@ -237,3 +237,21 @@ def test_skip_locked_lets_a_second_worker_claim_other_rows_without_waiting():
     assert len(a_rows) == 3
     assert len(b_rows) == 3
     assert not set(a_rows) & set(b_rows)
+
+
+@pytest.mark.parametrize(("decided_ago", "due_in_between"), [(0, (25, 31)), (20, (5, 11)), (60, (-60, 0))])
+def test_a_retry_counts_from_its_failure_not_from_when_its_outcome_is_written(decided_ago, due_in_between):
+    """Outcomes wait in memory (OUTBOX_FINISH_WITHIN): that wait is not added on top of the backoff."""
+    [message] = enqueue_messages(1)
+    claim(worker_id="w1")
+    outcome = Outcome(message.pk, OutboxStatus.PENDING, "451", retry_in=timedelta(seconds=30))
+    outcome.decided_at -= decided_ago
+
+    assert outbox_finish(outcomes=[outcome], worker_id="w1") == []
+
+    message.refresh_from_db()
+    due_in = message.available_at - OutboxMessage.objects.annotate(now=Now()).values_list("now", flat=True)[0]
+    assert message.status == OutboxStatus.PENDING
+    low, high = due_in_between
+    assert timedelta(seconds=low) <= due_in <= timedelta(seconds=high)
+    assert outcome.retry_due() == pytest.approx(outcome.decided_at + 30)
