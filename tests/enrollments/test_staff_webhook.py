@@ -130,7 +130,8 @@ def test_the_notice_is_part_of_the_enrollment_transaction(channel):
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("status", [503, 429])
-def test_429_and_5xx_are_retried_and_the_next_attempt_succeeds(channel, run_worker, status):
+def test_429_and_5xx_are_retried_and_the_next_attempt_succeeds(channel, run_worker, status, settings):
+    settings.OUTBOX_FIRST_RETRY = 30  # a backoff that outlasts the run, so "backed off" can be read after
     channel.statuses = [status]
     _enroll()
     run_worker()

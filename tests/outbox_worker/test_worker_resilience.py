@@ -342,7 +342,8 @@ def test_a_provider_refusing_our_sender_pauses_delivery_without_failing_anything
     assert DeliveryAttempt.objects.filter(smtp_code=553).exists()
 
 
-def test_greylisted_recipients_ahead_of_a_normal_one_do_not_hold_it_up(make_worker, smtp_server):
+def test_greylisted_recipients_ahead_of_a_normal_one_do_not_hold_it_up(make_worker, smtp_server, settings):
+    settings.OUTBOX_FIRST_RETRY = 30  # a backoff that outlasts the run, so "waits for it" can be read after
     greylisted = enqueue_messages(2)
     [normal] = enqueue_messages(1, to=["aluno9@example.com"])
     for message in greylisted:
@@ -435,8 +436,9 @@ def test_a_send_past_the_deadline_is_abandoned_and_the_sender_goes_on_to_the_nex
     slow, normal = enqueue_messages(2)
     try:
         worker = start_worker(
-            "--once", smtp_port=server.port, log_path=tmp_path / "worker.log", OUTBOX_SEND_DEADLINE="1"
-        )
+            "--once", smtp_port=server.port, log_path=tmp_path / "worker.log", OUTBOX_SEND_DEADLINE="1",
+            OUTBOX_FIRST_RETRY="30",  # a backoff that outlasts the run, so "handed back with it" can be read after
+        )  # fmt: skip
         assert worker.wait(timeout=60) == 0
     finally:
         server.close()
