@@ -53,7 +53,7 @@ def test_a_451_after_data_sends_the_message_back_to_the_queue_after_one_try(make
     message.refresh_from_db()
     assert message.status == OutboxStatus.PENDING
     # Persisted, not slept through: due again after the quick first retry's wait (jittered down by at most
-    # 20 %, counted from when the outcome was written), well before the greylisting backoff's first step.
+    # 20 %, counted from the failed try), well before the greylisting backoff's first step.
     [attempt] = message.delivery_attempts.all()
     wait = (message.available_at - attempt.finished_at).total_seconds()
     assert 0.8 * outbox_settings.FIRST_RETRY - 0.05 <= wait < 0.8 * outbox_settings.BACKOFF[0]
