@@ -155,7 +155,7 @@ def notify_sql(cfg) -> dict:
         for rnd in range(rounds):
             order = names if rnd % 2 == 0 else tuple(reversed(names))
             for name in order:
-                _set_trigger_function(idle_check=name != "trigger")  # recreates it: enable or disable after
+                _set_trigger_when(idle_check=name != "trigger")  # recreates it: enable or disable after
                 _set_trigger(trigger, enabled=name != "no_trigger")
                 holder = _hold_idle_lock() if name == "idle_worker" else None
                 try:
@@ -169,7 +169,7 @@ def notify_sql(cfg) -> dict:
                 f"{runs['idle_worker'][-1]:.0f} with 0016's and an idle worker"
             )
     finally:
-        _set_trigger_function(idle_check=True)  # what migration 0016 installs
+        _set_trigger_when(idle_check=True)  # what migration 0016 installs
         _set_trigger(trigger, enabled=True)
 
     def versus_none(name: str) -> float:
@@ -201,7 +201,7 @@ IDLE_KEY = 7_361_000_013  # outbox_worker.background.IDLE_LOCK_KEY
 _DUE = "NEW.status = 'pending' AND NEW.available_at <= clock_timestamp() + interval '5 seconds'"
 
 
-def _set_trigger_function(*, idle_check: bool) -> None:
+def _set_trigger_when(*, idle_check: bool) -> None:
     when = f"{_DUE} AND NOT pg_try_advisory_xact_lock_shared({IDLE_KEY})" if idle_check else _DUE
     conn = common.pg_connect(common.DATABASES[OURS])
     try:
