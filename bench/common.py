@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -440,3 +441,77 @@ def http_load(port: int, path: str, product: int, clients: int, seconds: float, 
     for thread in threads:
         thread.join()
     return results
+
+
+# --- CPU by component ------------------------------------------------------------
+
+
+class CpuMeter:
+    """CPU seconds spent by each part of a benchmark between `start()` and `stop()`.
+
+    On one machine the web, the worker, PostgreSQL, the sink and the load
+    clients share the cores, so a throughput ratio alone cannot say who paid.
+    `parts` maps a name to a callable returning that part's pids now; a
+    process alive at both ends counts its difference, one born in between its
+    whole life. A process that ends in between is missed (its CPU is lost).
+    """
+
+    def __init__(self, parts: dict[str, Callable[[], set[int]]]) -> None:
+        self.parts = parts
+        self._before: dict[str, dict[int, float]] = {}
+
+    @staticmethod
+    def _times(pids: set[int]) -> dict[int, float]:
+        import psutil
+
+        out = {}
+        for pid in pids:
+            try:
+                t = psutil.Process(pid).cpu_times()
+                out[pid] = t.user + t.system
+            except psutil.Error:
+                pass
+        return out
+
+    def start(self) -> None:
+        self._before = {name: self._times(pids()) for name, pids in self.parts.items()}
+
+    def stop(self) -> dict[str, float]:
+        spent = {}
+        for name, pids in self.parts.items():
+            before = self._before.get(name, {})
+            now = self._times(pids() | set(before))
+            spent[name] = sum(value - before.get(pid, 0.0) for pid, value in now.items())
+        return spent
+
+
+def process_tree(pid: int) -> set[int]:
+    """`pid` and every descendant alive now."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        return {pid, *(child.pid for child in root.children(recursive=True))}
+    except psutil.Error:
+        return set()
+
+
+def postgres_backends(dbname: str) -> dict[int, str]:
+    """The backends serving `dbname` now: pid -> application_name."""
+    conn = pg_connect()
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(
+                "SELECT pid, application_name FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                [dbname],
+            )
+            return dict(cursor.fetchall())
+    finally:
+        conn.close()
+
+
+def postgres_processes() -> set[int]:
+    """Every PostgreSQL server process on this machine (backends, WAL writer, checkpointer, ...)."""
+    import psutil
+
+    return {p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"}

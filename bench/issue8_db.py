@@ -47,12 +47,16 @@ def notify(cfg) -> dict:
                     worker = Proc(
                         f"notify-worker-{name}-{rnd}",
                         manage_cmd("outbox_worker", *flags, *cfg.worker_flags),
-                        child_env(OURS, sink.port),
+                        # libpq names every connection of the worker, so its backends can be told apart.
+                        child_env(OURS, sink.port, PGAPPNAME=WORKER_APP),
                     )
                     time.sleep(1.5)  # worker up (and LISTENing) before the load
+                    meter = _notify_cpu_meter(web, worker, sink)
+                    meter.start()
                     got = http_load(
                         port, "/api/enrollments/", product, clients, seconds, f"n-{name}-{rnd}-{time.time()}"
                     )
+                    cpu = meter.stop()
                     worker.stop()
                     worker = None
                     ok = [r for r in got if r["status"] == 201]
@@ -63,10 +67,14 @@ def notify(cfg) -> dict:
                         "throughput_per_s": len(ok) / seconds,
                         "p50_ms": common.percentile(lat, 50),
                         "p99_ms": common.percentile(lat, 99),
+                        # CPU milliseconds per accepted request, by part (see _notify_cpu_meter).
+                        "cpu_ms_per_request": {k: 1000 * v / max(1, len(ok)) for k, v in cpu.items()},
                     }
+                    per = "  ".join(f"{k} {v:.2f}" for k, v in result["cpu_ms_per_request"].items())
                     log(
                         f"  round {rnd + 1} {name}: {result['throughput_per_s']:.0f} req/s, "
-                        f"p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, errors {result['errors']}"
+                        f"p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, errors {result['errors']}; "
+                        f"CPU ms/request: {per}"
                     )
                     runs[name].append(result)
         finally:
@@ -77,6 +85,15 @@ def notify(cfg) -> dict:
     ratio = median_ratio(runs, "trigger", "no_trigger", "throughput_per_s")
     p99 = median_ratio(runs, "trigger", "no_trigger", "p99_ms")
     log(f"notify: throughput with/without the trigger {ratio:.3f}x; p99 {p99:.2f}x")
+    cpu_median = {
+        name: {
+            part: statistics.median(r["cpu_ms_per_request"][part] for r in results)
+            for part in results[0]["cpu_ms_per_request"]
+        }
+        for name, results in runs.items()
+    }
+    for name, parts in cpu_median.items():
+        log(f"notify: median CPU ms/request, {name}: " + "  ".join(f"{k} {v:.2f}" for k, v in parts.items()))
     return {
         "clients": clients,
         "seconds": seconds,
@@ -85,9 +102,48 @@ def notify(cfg) -> dict:
         "trigger": trigger,
         "runs": runs,
         "throughput_ratio_trigger_vs_none": ratio,
+        "cpu_ms_per_request_median": cpu_median,
         "p99_ratio_trigger_vs_none": p99,
         "threshold": 0.9,
     }
+
+
+WORKER_APP = "bench-outbox-worker"
+
+
+def _notify_cpu_meter(web: Proc, worker: Proc, sink: Sink) -> common.CpuMeter:
+    """Who spends the CPU while the notify benchmark's clients POST: every part on this machine.
+
+    pg_web and pg_worker are the PostgreSQL backends serving gunicorn and the worker (told apart by
+    application_name), pg_other the server's own processes; clients is this process (the load
+    threads, and little else while they run).
+    """
+    import os
+
+    dbname = common.DATABASES[OURS]
+
+    def backends(of_worker: bool) -> set[int]:
+        found = common.postgres_backends(dbname)
+        return {
+            pid
+            for pid, app in found.items()
+            if (app == WORKER_APP or app.startswith("outbox_worker_listener")) == of_worker
+        }
+
+    def pg_other() -> set[int]:
+        return common.postgres_processes() - set(common.postgres_backends(dbname))
+
+    return common.CpuMeter(
+        {
+            "web": lambda: common.process_tree(web.pid),
+            "pg_web": lambda: backends(False),
+            "worker": lambda: common.process_tree(worker.pid),
+            "pg_worker": lambda: backends(True),
+            "pg_other": pg_other,
+            "sink": lambda: common.process_tree(sink.proc.pid),
+            "clients": lambda: {os.getpid()},
+        }
+    )
 
 
 def notify_sql(cfg) -> dict:
