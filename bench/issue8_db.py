@@ -253,7 +253,7 @@ def _hold_idle_lock():
 
 # The emails' trigger as 0007 installed it (NOTIFY for every due row) and as 0016 installs it (the idle
 # check of 0013, in the WHEN clause). An idle worker holds advisory lock IDLE_KEY.
-IDLE_KEY = 7_361_000_013  # outbox_worker.background.IDLE_LOCK_KEY
+IDLE_KEY = 7_361_000_013  # outbox_worker.idle.IDLE_LOCK_KEY
 _DUE = "NEW.status = 'pending' AND NEW.available_at <= clock_timestamp() + interval '5 seconds'"
 
 

@@ -5,43 +5,9 @@ its own database connection, so a sender stuck in a slow SMTP conversation
 cannot stop its heartbeat, its leases or its outcomes from being written,
 and a notification is noticed while every sender is busy.
 
-Who gets notified (the idle lock, migrations 0013 and 0016)
--------------------------------------------------
-`pg_notify` takes a database-wide lock held through the commit's WAL flush:
-concurrent enqueues that all NOTIFY commit one after another. So the triggers
-NOTIFY only when some sender is idle, asking the database instead of guessing:
-an idle sender holds advisory lock IDLE_LOCK_KEY exclusively (session level)
-while it sleeps, and the triggers' WHEN clause calls
-`pg_try_advisory_xact_lock_shared` on the same key: the trigger runs (and
-NOTIFYs) only when that *fails*. Concurrent enqueues take the
-shared lock together (no contention) and notify nobody while every sender is
-busy; a busy sender claims again at once after a non-empty batch anyway.
-
-Why no row is left asleep (a sender going idle, `IdleLock.take`):
-1. It claims and finds nothing, then tries the lock exclusively
-   (`pg_try_advisory_lock`). If that fails and no *exclusive* holder shows in
-   `pg_locks`, an enqueue holds the shared lock until its commit: the sender
-   waits a moment and claims again instead of sleeping (ENQUEUE_IN_FLIGHT).
-2. With the lock held it claims once more before sleeping: a row committed
-   before the lock was taken (which notified nobody) is seen by that claim;
-   any enqueue after it fails the shared try-lock and NOTIFYs.
-3. It sleeps on the Waker until a notification or the poll interval.
-4. It releases the lock when it wakes, before it claims: a working sender
-   never makes enqueues pay for NOTIFY.
-Several idle senders (threads or processes): only one holds the key. Another
-that fails to take it and sees an exclusive holder in `pg_locks` sleeps
-(OTHER_IDLE): while that holder holds the key every enqueue NOTIFYs, and NOTIFY
-is broadcast to every listener, so it is woken too. The holder gives the key
-up only (a) when it wakes on a NOTIFY, which woke everyone; (b) at its poll
-interval, after which it either takes the key again before sleeping (steps
-1–2 cover the gap) or goes to work and claims the rows the gap let through;
-(c) at shutdown, when it NOTIFYs so that the others take over; (d) when it
-dies: then enqueues notify nobody until a sleeper looks again, so OTHER_IDLE
-sleepers look at most every OTHER_IDLE_RECHECK seconds. A lost wake-up only
-ever costs latency: polling always finds the row.
+Who gets notified is decided by the idle lock (idle.py).
 """
 
-import enum
 import logging
 import os
 import select
@@ -62,68 +28,6 @@ from .transitions import outbox_extend_leases, outbox_worker_gone, outbox_worker
 logger = logging.getLogger("outbox_worker.worker")
 
 CHANNEL = "outbox_worker"
-
-# The advisory lock an idle sender holds; migration 0013's trigger functions test the same number.
-IDLE_LOCK_KEY = 7_361_000_013
-# How often a sender that sleeps while another holds the idle lock looks again, in case that one died.
-OTHER_IDLE_RECHECK = 5.0
-# How long a sender waits for an enqueue in flight (holding the shared lock) to commit before claiming again.
-ENQUEUE_IN_FLIGHT_RETRY = 0.02
-
-
-class IdleState(enum.Enum):
-    HELD = "held"  # this sender holds the idle lock: enqueues from now on NOTIFY
-    OTHER_IDLE = "other_idle"  # another idle sender holds it: enqueues NOTIFY, which wakes everyone
-    ENQUEUE_IN_FLIGHT = "enqueue_in_flight"  # an enqueue holds it shared until commit: claim again shortly
-    UNAVAILABLE = "unavailable"  # the database did not answer: sleep the poll interval, as without NOTIFY
-
-
-class IdleLock:
-    """The idle lock of one sender, on that sender's own database connection (see the module docstring)."""
-
-    def __init__(self) -> None:
-        self.held = False
-
-    def take(self) -> IdleState:
-        try:
-            return self._try_take()
-        except (DatabaseError, InterfaceError) as exc:
-            log_event(logger, logging.WARNING, "outbox.idle_lock_error", error=repr(exc))
-            connection.close()  # the next claim reconnects (and reports a lasting outage itself)
-            return IdleState.UNAVAILABLE
-
-    def _try_take(self) -> IdleState:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_lock(%s)", [IDLE_LOCK_KEY])
-            if cursor.fetchone()[0]:
-                self.held = True
-                return IdleState.HELD
-            # A bigint key shows in pg_locks as classid (high 32 bits), objid (low 32 bits), objsubid 1.
-            cursor.execute(
-                """
-                SELECT EXISTS (
-                    SELECT 1 FROM pg_locks
-                    WHERE locktype = 'advisory' AND objsubid = 1 AND classid = %s AND objid = %s
-                      AND mode = 'ExclusiveLock' AND granted
-                      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                )
-                """,
-                [IDLE_LOCK_KEY >> 32, IDLE_LOCK_KEY & 0xFFFFFFFF],
-            )
-            return IdleState.OTHER_IDLE if cursor.fetchone()[0] else IdleState.ENQUEUE_IN_FLIGHT
-
-    def release(self, *, hand_over: bool = False) -> None:
-        """Give the lock up; with `hand_over` (this sender stops) NOTIFY so another idle sender takes it."""
-        if not self.held:
-            return
-        self.held = False
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s)", [IDLE_LOCK_KEY])
-                if hand_over:
-                    cursor.execute("SELECT pg_notify(%s, '')", [CHANNEL])
-        except (DatabaseError, InterfaceError):
-            connection.close()  # a session lock ends with its connection
 
 
 def listener_application_name(pid: int) -> str:

@@ -62,6 +62,21 @@ class OutboxSettings:
         return bool(getattr(settings, "OUTBOX_NOTIFY", True))
 
     @property
+    def CLAIM_HOLD_OFF(self) -> float:
+        """Seconds a worker waits to claim again after a claim that drained the queue (0: no wait).
+
+        Under a steady trickle of enqueues each claim would find one email:
+        a claim, a mark and an outcome written per email, and on PostgreSQL
+        a NOTIFY per enrollment. After a claim that found some rows but not a
+        full batch, the next one waits this long, and takes together every
+        row enqueued meanwhile (idle senders hold no idle lock meanwhile, so
+        those enqueues NOTIFY nobody). An email then waits at most this much
+        more; the first one after a quiet spell is claimed at once. Never more
+        than the poll interval; `--once` does not wait.
+        """
+        return float(getattr(settings, "OUTBOX_CLAIM_HOLD_OFF", 0.1))
+
+    @property
     def HEARTBEAT_SECONDS(self) -> float:
         """How often a worker records that it is alive (WorkerHeartbeat.last_seen_at)."""
         return float(getattr(settings, "OUTBOX_HEARTBEAT_SECONDS", 5.0))

@@ -29,6 +29,7 @@ from .logevents import log_event
 from .models import OutboxTask, TaskStatus
 from .outcomes import quarantine_reason, with_database_retry
 from .retry import RetryPolicy
+from .siblings import SharedClaims
 from .tasks import PermanentTaskError, RetryTaskLater, TaskInterrupted, json_value, load_task, task_result_from_row
 from .transitions import _held, outbox_release
 
@@ -156,6 +157,9 @@ class TaskRunner:
         # Waker generation) or `recheck_every` seconds, the same as an idle worker.
         self.recheck_every = recheck_every
         self._found_nothing: tuple[float, int | None] | None = None  # (monotonic time, generation)
+        # Senders woken together by one NOTIFY make one task claim between them, not one each.
+        self.claims = SharedClaims()
+        self._claim_lock = threading.Lock()
 
     def in_hand(self) -> list[int]:
         with self._lock:
@@ -170,27 +174,43 @@ class TaskRunner:
         rows = OutboxTask.objects.filter(status=TaskStatus.RUNNING).exclude(locked_by=self.worker_id)
         return (rows.filter(queue_name__in=self.queues) if self.queues is not None else rows).exists()
 
-    def _may_skip(self, generation: int | None) -> bool:
+    def _may_skip(self, generation: int | None, recheck_every: float) -> bool:
         with self._lock:
             found_nothing = self._found_nothing
         if found_nothing is None:
             return False
         at, seen_generation = found_nothing
-        return seen_generation == generation and time.monotonic() - at < self.recheck_every
+        return seen_generation == generation and time.monotonic() - at < recheck_every
 
-    def process_batch(self, *, force: bool = True, generation: int | None = None) -> int:
+    def process_batch(
+        self,
+        *,
+        force: bool = True,
+        generation: int | None = None,
+        ticket: int | None = None,
+        recheck_every: float | None = None,
+    ) -> int:
         """Claim and run one batch of tasks; return how many were claimed.
 
         Without `force`, a claim is skipped (0) while the last one found nothing
-        and no wake-up (`generation`) or `recheck_every` seconds came since.
+        and no wake-up (`generation`) or `recheck_every` seconds (default: the
+        runner's) came since.
+        With a `ticket` (`claims.ticket()`), it is skipped too if a claim begun
+        after the ticket found nothing (siblings.SharedClaims).
         Stops between tasks on shutdown: the task in hand runs to its end, the
         rest go back at once, uncharged.
         """
-        if not force and self._may_skip(generation):
+        if not force and self._may_skip(generation, self.recheck_every if recheck_every is None else recheck_every):
             return 0
-        rows = task_claim_batch(
-            worker_id=self.worker_id, limit=self.batch_size, lease_seconds=self.lease_seconds, queues=self.queues
-        )
+        # One claim at a time: senders woken together wait for the first one's answer instead of asking too.
+        with self._claim_lock:
+            if self.claims.covered(ticket):
+                return 0
+            number = self.claims.begin()
+            rows = task_claim_batch(
+                worker_id=self.worker_id, limit=self.batch_size, lease_seconds=self.lease_seconds, queues=self.queues
+            )
+            self.claims.done(number, found=bool(rows))
         with self._lock:
             self._found_nothing = None if rows else (time.monotonic(), generation)
         if not rows:

@@ -38,21 +38,13 @@ from django.core.mail import get_connection
 from django.core.mail.backends.base import BaseEmailBackend
 from django.db import DatabaseError, InterfaceError, connection
 
-from .background import (
-    ENQUEUE_IN_FLIGHT_RETRY,
-    OTHER_IDLE_RECHECK,
-    IdleLock,
-    IdleState,
-    Keeper,
-    NotificationListener,
-    SendDeadline,
-    Waker,
-)
+from .background import Keeper, NotificationListener, SendDeadline, Waker
 from .backlog import Backlog
 from .claim import outbox_claim_batch
 from .conf import outbox_settings
 from .delivery import DeliveryResult, close_quietly, deliver
 from .errors import Blame, Classified, classify
+from .idle import ENQUEUE_IN_FLIGHT_RETRY, OTHER_IDLE_RECHECK, IdleLock, IdleSiblings, IdleState
 from .logevents import log_event
 from .models import OutboxMessage, OutboxStatus
 from .outcomes import (
@@ -111,6 +103,7 @@ class OutboxWorker:
         self.backlog = Backlog(
             claim=partial(outbox_claim_batch, worker_id=self.worker_id, lease_seconds=self.lease_seconds),
             batch_size=self.batch_size, group_size=self.group_size, senders=concurrency, book=self.book,
+            hold_off=0.0 if once else max(0.0, min(outbox_settings.CLAIM_HOLD_OFF, self.poll_interval)),
         )  # fmt: skip
         self.stats = self.book.stats
         self.waker = Waker()
@@ -124,6 +117,7 @@ class OutboxWorker:
         self._stopping = threading.Event()
         # Set by run() when this worker LISTENs: only then do idle senders hold the idle lock.
         self._listening = False
+        self._idle_siblings = IdleSiblings()
         self._once_wait_until: float | None = None
         # None: this worker runs no tasks (`--queues ""`).
         self.tasks: TaskRunner | None = None
@@ -217,7 +211,11 @@ class OutboxWorker:
         if self.tasks is not None:
             self.stats.update(self.tasks.stats)
         stats = dict(sorted(self.stats.items()))
-        log_event(logger, logging.INFO, "outbox.worker_stopped", worker=self.worker_id, **stats)
+        # How many claims it took: under a trickle the hold-off keeps this far below the emails sent.
+        claims = {"email_claims": self.backlog.claims.begun}
+        if self.tasks is not None:
+            claims["task_claims"] = self.tasks.claims.begun
+        log_event(logger, logging.INFO, "outbox.worker_stopped", worker=self.worker_id, **stats, **claims)
         return self.stats
 
     def _sender_thread(self) -> None:
@@ -231,14 +229,20 @@ class OutboxWorker:
         # there is work, closed when the queue runs dry or after any error.
         backend = self.connection_factory()
         failures = 0
-        # Held on this sender's own connection while it sleeps: enqueues NOTIFY only then (background.py).
-        idle = IdleLock() if self._listening else None
+        # Held on this sender's own connection while it sleeps: enqueues NOTIFY only then (idle.py).
+        idle = IdleLock(self._idle_siblings) if self._listening else None
+        ask_database = False  # the next idle.take() asks the database, not the siblings' record
         try:
             while not self.stopping:
                 if idle is None or not idle.held:
                     # Never under the idle lock: a session lock ends with its connection.
                     recycle_database_connection(at_most_every=RECYCLE_EVERY)
                 since = self.waker.generation
+                # Claims a sibling begins from here on answer for this sender too, unless it holds
+                # the idle lock: the claim made under it must see what committed before (idle.py).
+                holding = idle is not None and idle.held
+                email_ticket = None if holding else self.backlog.claims.ticket()
+                task_ticket = None if holding or self.tasks is None else self.tasks.claims.ticket()
                 if self.once and self.gate.paused:
                     # "Everything due now" cannot go out while the provider fails
                     # us; the rows wait, due when the pause ends, for the next run.
@@ -253,10 +257,19 @@ class OutboxWorker:
                     on_claim = idle.release if idle is not None else None
                     claimed = 0
                     if admission is not None:
-                        claimed = self.process_batch(backend, admission=admission, on_claim=on_claim)
-                    # Emails in flow: tasks are checked on a wake-up or every poll
-                    # interval; no email due: always (the idle path, and --once's end).
-                    ran = self.tasks.process_batch(force=claimed == 0, generation=since) if self.tasks else 0
+                        claimed = self.process_batch(
+                            backend, admission=admission, on_claim=on_claim, ticket=email_ticket
+                        )
+                    # Emails in flow: tasks are checked on a wake-up or every poll interval;
+                    # trickling in (claims paced): once per hold-off; no email due: always
+                    # (the idle path, and --once's end).
+                    paced = self.backlog.paced_until() - time.monotonic()
+                    ran = 0
+                    if self.tasks is not None:
+                        ran = self.tasks.process_batch(
+                            force=claimed == 0 and paced <= 0, generation=since, ticket=task_ticket,
+                            recheck_every=self.backlog.hold_off if paced > 0 else None,
+                        )  # fmt: skip
                     failures = 0
                 except Exception as exc:  # noqa: BLE001 - one bad turn must never stop the queue
                     close_quietly(backend)
@@ -279,14 +292,16 @@ class OutboxWorker:
                     if idle is not None:
                         idle.release()  # paused: enqueues must not keep notifying a sender that cannot claim
                     continue  # paused: waited, ask again
-                if claimed == 0:
+                # Emails trickle in (the backlog paces its claims): the queue is not dry, so the email
+                # connection stays open, and the outcomes ride on the next mark (or the keeper's flush).
+                if claimed == 0 and paced <= 0:
                     # Not under the idle lock: this session's own writes would not NOTIFY (a lock never
                     # conflicts with its holder), and a row handed back due now must wake the other workers.
                     if idle is None or not idle.held:
                         self.book.flush()
                     close_quietly(backend)
-                    if admission is not None and admission.probe:
-                        self._no_probe()
+                if claimed == 0 and admission is not None and admission.probe:
+                    self._no_probe()
                 if claimed == 0 and ran == 0:
                     if self.once:
                         if not self._once_should_wait():
@@ -298,9 +313,18 @@ class OutboxWorker:
                     # A retry this worker scheduled (a quick one, ~1 s) wakes it when due: no NOTIFY fires for it.
                     retry_due = self.book.seconds_to_next_retry()
                     timeout = max(0.05, min(self.poll_interval, pause, retry_due))
+                    if paced > 0 and admission is not None:
+                        # Out of the idle lock meanwhile: what is enqueued now notifies nobody,
+                        # and the claim after the wait takes it all.
+                        if idle is not None:
+                            idle.release()
+                        self._stopping.wait(min(paced, timeout))
+                        continue
                     if idle is not None and admission is not None:
+                        other_idle = False
                         if not idle.held:
-                            state = idle.take()
+                            state = idle.take(ask_database=ask_database)
+                            ask_database = False
                             if state is IdleState.HELD:
                                 continue  # claim once more: a row committed before the lock notified nobody
                             if state is IdleState.ENQUEUE_IN_FLIGHT:
@@ -308,7 +332,11 @@ class OutboxWorker:
                                 continue  # its row is visible once it commits
                             if state is IdleState.OTHER_IDLE:
                                 timeout = min(timeout, OTHER_IDLE_RECHECK)  # in case the holder died
-                        self.waker.wait(since, timeout)
+                                other_idle = True
+                        woken = self.waker.wait(since, timeout)
+                        # No notification for that long while another held the lock: it may be gone
+                        # with its connection, which its sibling record would not show.
+                        ask_database = other_idle and not woken
                         idle.release(hand_over=self.stopping)
                         continue
                     if idle is not None:
@@ -372,15 +400,17 @@ class OutboxWorker:
         *,
         admission: Admission | None = None,
         on_claim: Callable[[], None] | None = None,
+        ticket: int | None = None,
     ) -> int:
         """Take one group from the backlog and deliver it over `backend`; return its size (0: nothing due).
 
         `admission` is the provider gate's answer the claim was made under:
         the probe claims one message and sends it as the probe. `on_claim`
-        runs once messages are claimed, before any is sent.
+        runs once messages are claimed, before any is sent. `ticket`: see
+        `Backlog.take`.
         """
         admission = admission or _GO
-        messages = self.backlog.take(on_claim=on_claim, probe=admission.probe)
+        messages = self.backlog.take(on_claim=on_claim, probe=admission.probe, ticket=ticket)
         if not messages:
             return 0
         waiting = list(messages)  # claimed, not yet sent

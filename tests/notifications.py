@@ -1,4 +1,7 @@
-"""Listening for the outbox's NOTIFY in tests: what was heard, proven by a marker rather than a timeout."""
+"""Listening for the outbox's NOTIFY in tests, and who holds the idle lock.
+
+What was heard is proven by a marker rather than a timeout.
+"""
 
 import select
 import time
@@ -6,6 +9,7 @@ import time
 from django.db import connection
 
 from outbox_worker.background import CHANNEL
+from outbox_worker.idle import IDLE_LOCK_KEY
 
 MARKER = "test-marker"
 
@@ -28,3 +32,18 @@ def heard_before_marker(listener) -> list[str]:
             listener.notifies.clear()
             return payloads[: payloads.index(MARKER)]
     raise AssertionError("the marker notification never arrived")
+
+
+def idle_lock_holders() -> list[int]:
+    """Backends holding the idle lock exclusively in the test database."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT pid FROM pg_locks
+            WHERE locktype = 'advisory' AND objsubid = 1 AND classid = %s AND objid = %s
+              AND mode = 'ExclusiveLock' AND granted
+              AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+            """,
+            [IDLE_LOCK_KEY >> 32, IDLE_LOCK_KEY & 0xFFFFFFFF],
+        )
+        return [row[0] for row in cursor.fetchall()]

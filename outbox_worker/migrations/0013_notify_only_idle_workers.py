@@ -3,10 +3,10 @@
 `pg_notify` takes a database-wide lock held through the commit's WAL flush;
 16 concurrent committers that all NOTIFY ran at 0.14–0.31× the commits/s of
 no trigger (docs/benchmarks-issue8.md §4). An idle sender holds advisory lock
-7361000013 (outbox_worker.background.IDLE_LOCK_KEY) exclusively while it
+7361000013 (outbox_worker.idle.IDLE_LOCK_KEY) exclusively while it
 sleeps; the trigger functions try it in shared mode and NOTIFY only when that
 fails. Enqueues share the lock without contention while every sender is busy.
-Why no wake-up is lost: outbox_worker/background.py's docstring.
+Why no wake-up is lost: outbox_worker/idle.py's docstring.
 
 Only the functions change: the triggers' WHEN clauses (rows due now, 0007 and
 0010) stay as they are.
@@ -14,7 +14,7 @@ Only the functions change: the triggers' WHEN clauses (rows due now, 0007 and
 
 from django.db import migrations
 
-IDLE_LOCK_KEY = 7_361_000_013  # outbox_worker.background.IDLE_LOCK_KEY; a migration must not import app code
+IDLE_LOCK_KEY = 7_361_000_013  # outbox_worker.idle.IDLE_LOCK_KEY; a migration must not import app code
 
 ONLY_IF_IDLE = f"""
 BEGIN

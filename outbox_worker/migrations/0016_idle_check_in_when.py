@@ -9,12 +9,12 @@ functions keep only the NOTIFY. Measured side by side against 0013's trigger
 (docs/benchmarks-issue8.md). The conditions are evaluated in
 order, the lock last, so rows that are not due never take it; had PostgreSQL
 evaluated them in another order, a shared lock on a row that is not due would
-only make an idle-going worker claim once more (background.py, step 1).
+only make an idle-going worker claim once more (idle.py, step 1).
 """
 
 from django.db import migrations
 
-IDLE_LOCK_KEY = 7_361_000_013  # outbox_worker.background.IDLE_LOCK_KEY; a migration must not import app code
+IDLE_LOCK_KEY = 7_361_000_013  # outbox_worker.idle.IDLE_LOCK_KEY; a migration must not import app code
 
 NOTIFY = """
 BEGIN

@@ -1,6 +1,6 @@
 """The triggers NOTIFY only while some worker is idle, and an idle worker never sleeps past a committed row.
 
-An idle sender holds advisory lock IDLE_LOCK_KEY (outbox_worker/background.py
+An idle sender holds advisory lock IDLE_LOCK_KEY (outbox_worker/idle.py
 explains the protocol). These tests force each interleaving with real
 connections: an enqueue's transaction held open in a thread, a second
 connection standing in for another idle worker, and real worker processes.
@@ -13,11 +13,13 @@ import threading
 import psycopg2
 import pytest
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
-from outbox_worker.background import CHANNEL, IDLE_LOCK_KEY, IdleLock, IdleState
+from outbox_worker.background import CHANNEL
 from outbox_worker.claim import outbox_claim_batch
+from outbox_worker.idle import IDLE_LOCK_KEY, IdleLock, IdleSiblings, IdleState
 from tests.factories import enqueue_messages
-from tests.notifications import heard_before_marker
+from tests.notifications import heard_before_marker, idle_lock_holders
 from tests.outbox_worker import task_functions as tasks
 from tests.processes import listener_pids, start_worker, stop_worker, wait_until
 
@@ -56,21 +58,6 @@ def idle_lock():
     lock = IdleLock()
     yield lock
     lock.release()
-
-
-def idle_lock_holders() -> list[int]:
-    """Backends holding the idle lock exclusively in the test database."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            SELECT pid FROM pg_locks
-            WHERE locktype = 'advisory' AND objsubid = 1 AND classid = %s AND objid = %s
-              AND mode = 'ExclusiveLock' AND granted
-              AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-            """,
-            [IDLE_LOCK_KEY >> 32, IDLE_LOCK_KEY & 0xFFFFFFFF],
-        )
-        return [row[0] for row in cursor.fetchall()]
 
 
 class OpenEnqueue(threading.Thread):
@@ -223,3 +210,75 @@ def test_a_dead_database_connection_makes_the_sender_sleep_instead_of_crashing(i
     assert idle_lock.take() is IdleState.UNAVAILABLE
     assert not idle_lock.held
     assert idle_lock.take() is IdleState.OTHER_IDLE  # reconnected
+
+
+def in_thread(action):
+    """Run `action` on another thread (so with another database connection) and return what it returned."""
+    result = {}
+
+    def run():
+        try:
+            result["value"] = action()
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(60)
+    assert "value" in result, "the thread failed"
+    return result["value"]
+
+
+def test_a_sibling_sender_knows_the_holder_without_asking_the_database(idle_lock):
+    idle_lock.siblings = siblings = IdleSiblings()
+    assert idle_lock.take() is IdleState.HELD
+
+    def sibling_takes():
+        sibling = IdleLock(siblings)
+        with CaptureQueriesContext(connection) as queries:
+            state = sibling.take()
+        return state, len(queries), sibling.held
+
+    assert in_thread(sibling_takes) == (IdleState.OTHER_IDLE, 0, False)
+
+    idle_lock.release()
+    assert in_thread(lambda: IdleLock(siblings).take()) is IdleState.HELD  # the record was cleared
+
+
+def test_asked_to_look_in_the_database_a_sibling_sees_that_the_holder_lost_the_lock_with_its_connection(idle_lock):
+    idle_lock.siblings = siblings = IdleSiblings()
+    assert idle_lock.take() is IdleState.HELD
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        [holder_pid] = cursor.fetchone()
+    killer = _connect()
+    killer.cursor().execute("SELECT pg_terminate_backend(%s, 10000)", [holder_pid])  # waits until it is gone
+    killer.close()
+
+    def sibling_takes(ask_database):
+        sibling = IdleLock(siblings)
+        state = sibling.take(ask_database=ask_database)
+        sibling.release()
+        return state
+
+    assert in_thread(lambda: sibling_takes(False)) is IdleState.OTHER_IDLE  # the record still names the holder
+    assert in_thread(lambda: sibling_takes(True)) is IdleState.HELD
+    connection.close()  # this thread's connection was terminated
+
+
+def test_when_the_holders_connection_dies_a_sibling_thread_takes_over_and_enqueues_wake_it(smtp_server, tmp_path):
+    no_leftover_holder()
+    worker = start_worker(
+        "--concurrency", "2", "--poll-interval", "3600", smtp_port=smtp_server.port, log_path=tmp_path / "worker.log"
+    )
+    try:
+        [holder] = wait_until(idle_lock_holders, what="an idle sender to hold the idle lock")
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s, 10000)", [holder])
+        # The holder sleeps for the hour-long poll interval; its sibling, told OTHER_IDLE by the record, looks
+        # in the database when no notification came within OTHER_IDLE_RECHECK, and takes the lock.
+        wait_until(lambda: [pid for pid in idle_lock_holders() if pid != holder], what="a sibling to take over")
+        enqueue_messages(1)
+        smtp_server.handler.wait_for(1)
+    finally:
+        assert stop_worker(worker) == 0

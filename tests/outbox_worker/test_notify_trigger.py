@@ -16,7 +16,8 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
-from outbox_worker.background import CHANNEL, IDLE_LOCK_KEY
+from outbox_worker.background import CHANNEL
+from outbox_worker.idle import IDLE_LOCK_KEY
 from outbox_worker.models import OutboxMessage, OutboxStatus
 from tests.factories import enqueue_messages
 from tests.notifications import heard_before_marker

@@ -6,7 +6,8 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from outbox_worker.background import CHANNEL, IDLE_LOCK_KEY
+from outbox_worker.background import CHANNEL
+from outbox_worker.idle import IDLE_LOCK_KEY
 from outbox_worker.models import OutboxMessage, OutboxStatus, WorkerHeartbeat
 from outbox_worker.services import Refusal, outbox_retry_now
 from tests.factories import enqueue_messages

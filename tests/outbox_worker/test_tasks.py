@@ -205,3 +205,34 @@ def test_while_emails_flow_an_empty_task_queue_is_claimed_again_only_after_a_wak
     assert OutboxTask.objects.get(pk=result.id).status == TaskStatus.SUCCEEDED
     tasks.noop.enqueue()
     assert runner.process_batch(force=False, generation=2) == 1  # the last claim found work: claim again
+
+
+def make_runner(recheck_every: float = 3600) -> TaskRunner:
+    return TaskRunner(
+        worker_id="w:1:a", queues=None, batch_size=10, lease_seconds=60,
+        policy=RetryPolicy.from_settings(), stopping=lambda: False, recheck_every=recheck_every,
+    )  # fmt: skip
+
+
+@pytest.mark.django_db
+def test_senders_woken_together_make_one_task_claim_between_them():
+    runner = make_runner()
+    tickets = [runner.claims.ticket() for _ in range(8)]  # eight senders woken by one NOTIFY
+    assert runner.process_batch(ticket=tickets[0]) == 0  # the first claims: nothing there
+    result = tasks.noop.enqueue()  # committed since: the idle lock's must-claim covers it
+
+    assert [runner.process_batch(ticket=ticket) for ticket in tickets[1:]] == [0] * 7
+    assert runner.claims.begun == 1
+    assert OutboxTask.objects.get(pk=result.id).status == TaskStatus.PENDING
+    assert runner.process_batch(ticket=None) == 1  # the must-claim (under the idle lock) is never skipped
+
+
+@pytest.mark.django_db
+def test_while_emails_trickle_an_empty_task_queue_is_claimed_again_after_the_hold_off_not_the_poll_interval():
+    runner = make_runner(recheck_every=3600)
+    assert runner.process_batch(force=False, generation=1) == 0  # claimed: nothing there
+    result = tasks.noop.enqueue()
+
+    assert runner.process_batch(force=False, generation=1, recheck_every=3600) == 0  # skipped
+    assert runner.process_batch(force=False, generation=1, recheck_every=0) == 1  # the hold-off has passed
+    assert OutboxTask.objects.get(pk=result.id).status == TaskStatus.SUCCEEDED
