@@ -44,7 +44,7 @@ import threading
 
 from django.db import DatabaseError, InterfaceError, connection
 
-from .background import CHANNEL
+from .background import CHANNEL, Waker
 from .logevents import log_event
 
 logger = logging.getLogger("outbox_worker.worker")
@@ -91,6 +91,33 @@ class IdleLock:
     def __init__(self, siblings: IdleSiblings | None = None) -> None:
         self.held = False
         self.siblings = siblings
+        # Set when this sender slept OTHER_IDLE and heard nothing: the next take() asks the database.
+        self._ask_database = False
+
+    def rest(self, waker: Waker, since: int, timeout: float, *, stopping: threading.Event) -> None:
+        """One idle turn of a sender that found nothing: steps 1-4 of the module docstring.
+
+        Returns at once when the sender must claim again before sleeping (it
+        has just taken the lock, or an enqueue is in flight); else sleeps until
+        a notification (past `since`), `timeout` or shutdown, and gives the lock up.
+        """
+        other_idle = False
+        if not self.held:
+            state = self.take(ask_database=self._ask_database)
+            self._ask_database = False
+            if state is IdleState.HELD:
+                return  # claim once more: a row committed before the lock notified nobody
+            if state is IdleState.ENQUEUE_IN_FLIGHT:
+                stopping.wait(ENQUEUE_IN_FLIGHT_RETRY)
+                return  # its row is visible once it commits
+            if state is IdleState.OTHER_IDLE:
+                timeout = min(timeout, OTHER_IDLE_RECHECK)  # in case the holder died
+                other_idle = True
+        woken = waker.wait(since, timeout)
+        # No notification for that long while another held the lock: it may be gone with its
+        # connection, which the siblings' record would not show.
+        self._ask_database = other_idle and not woken
+        self.release(hand_over=stopping.is_set())
 
     def take(self, *, ask_database: bool = False) -> IdleState:
         """Try to become the idle sender; `ask_database` ignores what the siblings record says."""

@@ -44,7 +44,7 @@ from .claim import outbox_claim_batch
 from .conf import outbox_settings
 from .delivery import DeliveryResult, close_quietly, deliver
 from .errors import Blame, Classified, classify
-from .idle import ENQUEUE_IN_FLIGHT_RETRY, OTHER_IDLE_RECHECK, IdleLock, IdleSiblings, IdleState
+from .idle import IdleLock, IdleSiblings
 from .logevents import log_event
 from .models import OutboxMessage, OutboxStatus
 from .outcomes import (
@@ -231,7 +231,6 @@ class OutboxWorker:
         failures = 0
         # Held on this sender's own connection while it sleeps: enqueues NOTIFY only then (idle.py).
         idle = IdleLock(self._idle_siblings) if self._listening else None
-        ask_database = False  # the next idle.take() asks the database, not the siblings' record
         try:
             while not self.stopping:
                 if idle is None or not idle.held:
@@ -292,14 +291,13 @@ class OutboxWorker:
                     if idle is not None:
                         idle.release()  # paused: enqueues must not keep notifying a sender that cannot claim
                     continue  # paused: waited, ask again
-                # Emails trickle in (the backlog paces its claims): the queue is not dry, so the email
-                # connection stays open, and the outcomes ride on the next mark (or the keeper's flush).
-                if claimed == 0 and paced <= 0:
+                if claimed == 0:
                     # Not under the idle lock: this session's own writes would not NOTIFY (a lock never
                     # conflicts with its holder), and a row handed back due now must wake the other workers.
                     if idle is None or not idle.held:
                         self.book.flush()
-                    close_quietly(backend)
+                    if paced <= 0:  # emails trickling in (claims paced): the connection stays open
+                        close_quietly(backend)
                 if claimed == 0 and admission is not None and admission.probe:
                     self._no_probe()
                 if claimed == 0 and ran == 0:
@@ -321,23 +319,7 @@ class OutboxWorker:
                         self._stopping.wait(min(paced, timeout))
                         continue
                     if idle is not None and admission is not None:
-                        other_idle = False
-                        if not idle.held:
-                            state = idle.take(ask_database=ask_database)
-                            ask_database = False
-                            if state is IdleState.HELD:
-                                continue  # claim once more: a row committed before the lock notified nobody
-                            if state is IdleState.ENQUEUE_IN_FLIGHT:
-                                self._stopping.wait(ENQUEUE_IN_FLIGHT_RETRY)
-                                continue  # its row is visible once it commits
-                            if state is IdleState.OTHER_IDLE:
-                                timeout = min(timeout, OTHER_IDLE_RECHECK)  # in case the holder died
-                                other_idle = True
-                        woken = self.waker.wait(since, timeout)
-                        # No notification for that long while another held the lock: it may be gone
-                        # with its connection, which its sibling record would not show.
-                        ask_database = other_idle and not woken
-                        idle.release(hand_over=self.stopping)
+                        idle.rest(self.waker, since, timeout, stopping=self._stopping)
                         continue
                     if idle is not None:
                         idle.release()  # paused: the claim that would follow a notification is not ours to make
