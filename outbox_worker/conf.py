@@ -74,7 +74,7 @@ class OutboxSettings:
         more; the first one after a quiet spell is claimed at once. Never more
         than the poll interval; `--once` does not wait.
         """
-        return float(getattr(settings, "OUTBOX_CLAIM_HOLD_OFF", 0.1))
+        return float(getattr(settings, "OUTBOX_CLAIM_HOLD_OFF", 0.05))
 
     @property
     def HEARTBEAT_SECONDS(self) -> float:
