@@ -10,7 +10,7 @@ NOTIFYs) only when that *fails*. Concurrent enqueues take the shared lock
 together (no contention) and notify nobody while every sender is busy; a busy
 sender claims again at once after a non-empty batch anyway.
 
-Why no row is left asleep (a sender going idle, `IdleLock.take`):
+Why no row is left asleep (a sender going idle, `IdleLock.rest`):
 1. It claims and finds nothing, then tries the lock exclusively
    (`pg_try_advisory_lock`). If that fails and no *exclusive* holder shows in
    `pg_locks`, an enqueue holds the shared lock until its commit: the sender
@@ -31,7 +31,9 @@ question per wake-up instead of one per sender. The holder gives the key up
 only (a) when it wakes on a NOTIFY, which woke everyone; (b) at its poll
 interval, after which it either takes the key again before sleeping (steps
 1–2 cover the gap) or goes to work and claims the rows the gap let through;
-(c) at shutdown, when it NOTIFYs so that the others take over; (d) when it
+(c) at shutdown, when it NOTIFYs so that the others take over; (d) when the
+backlog paces claims (a trickle, backlog.paced_until): it claims again within
+OUTBOX_CLAIM_HOLD_OFF, and that claim finds what the gap let through; (e) when it
 dies or its connection does: then enqueues notify nobody until a sleeper looks
 again, so OTHER_IDLE sleepers look at most every OTHER_IDLE_RECHECK seconds,
 and that look asks the database, not the sibling record. A lost wake-up only
