@@ -88,11 +88,13 @@ class Backlog:
             return self._claimed(1, on_claim)
         with self._lock:
             if not self._rows:
-                if ticket is not None and (self.claims.covered(ticket) or time.monotonic() < self.paced_until()):
+                if ticket is not None and time.monotonic() < self.paced_until():
                     return []
                 # At least one per sender, as when each thread claimed its own share.
                 limit = max(self.batch_size, self.senders)
-                claimed = self._claimed(limit, on_claim)
+                claimed = self._claimed(limit, on_claim, ticket)
+                if claimed is None:  # a sibling's claim, begun after the ticket, found nothing
+                    return []
                 short = 0 < len(claimed) < limit
                 self._trickle_at = time.monotonic() if short and self.hold_off > 0 else None
                 if not claimed:
@@ -103,10 +105,10 @@ class Backlog:
                 self._share = min(self.group_size, max(1, math.ceil(len(claimed) / self.senders)))
             return self._next_group()
 
-    def _claimed(self, limit: int, on_claim: Callable[[], None] | None) -> list[OutboxMessage]:
-        number = self.claims.begin()
-        claimed = self._claim(limit=limit)
-        self.claims.done(number, found=bool(claimed))
+    def _claimed(
+        self, limit: int, on_claim: Callable[[], None] | None, ticket: int | None = None
+    ) -> list[OutboxMessage] | None:
+        claimed = self.claims.claim(ticket, lambda: self._claim(limit=limit))
         # Leased rows are in hand at once: the keeper extends their leases from here on.
         if claimed:
             self._book.hold(message.pk for message in claimed)

@@ -6,6 +6,10 @@ lock?) one of them asks for all.
 """
 
 import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class SharedClaims:
@@ -23,6 +27,8 @@ class SharedClaims:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        # Held through a claim: a sender woken with the others waits for the first one's answer.
+        self._claiming = threading.Lock()
         self._started = 0  # claims begun so far; the number of the latest
         self._last_empty = 0  # the highest number of a claim that came back empty
 
@@ -33,22 +39,23 @@ class SharedClaims:
             return self._started
 
     def ticket(self) -> int:
-        with self._lock:
-            return self._started
+        """What a sender takes when it decides to claim: the number of claims begun so far."""
+        return self.begun
 
-    def covered(self, ticket: int | None) -> bool:
-        """Whether a claim begun after `ticket` came back empty (None: never; the caller must claim)."""
-        if ticket is None:
-            return False
-        with self._lock:
-            return self._last_empty > ticket
+    def claim(self, ticket: int | None, make: Callable[[], list[T]]) -> list[T] | None:
+        """Return `make()`'s rows, or None when a claim begun after `ticket` found nothing.
 
-    def begin(self) -> int:
-        with self._lock:
-            self._started += 1
-            return self._started
-
-    def done(self, number: int, *, found: bool) -> None:
-        if not found:
+        Without a ticket (a must-claim, under the idle lock) the claim is always made.
+        One claim at a time, so that senders woken together wait for the first answer.
+        """
+        with self._claiming:
             with self._lock:
-                self._last_empty = max(self._last_empty, number)
+                if ticket is not None and self._last_empty > ticket:
+                    return None
+                self._started += 1
+                number = self._started
+            rows = make()
+            if not rows:
+                with self._lock:
+                    self._last_empty = number  # claims are made one at a time: numbers only grow
+            return rows

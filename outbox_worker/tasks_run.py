@@ -159,7 +159,6 @@ class TaskRunner:
         self._found_nothing: tuple[float, int | None] | None = None  # (monotonic time, generation)
         # Senders woken together by one NOTIFY make one task claim between them, not one each.
         self.claims = SharedClaims()
-        self._claim_lock = threading.Lock()
 
     def in_hand(self) -> list[int]:
         with self._lock:
@@ -202,15 +201,14 @@ class TaskRunner:
         """
         if not force and self._may_skip(generation, self.recheck_every if recheck_every is None else recheck_every):
             return 0
-        # One claim at a time: senders woken together wait for the first one's answer instead of asking too.
-        with self._claim_lock:
-            if self.claims.covered(ticket):
-                return 0
-            number = self.claims.begin()
-            rows = task_claim_batch(
+        rows = self.claims.claim(
+            ticket,
+            lambda: task_claim_batch(
                 worker_id=self.worker_id, limit=self.batch_size, lease_seconds=self.lease_seconds, queues=self.queues
-            )
-            self.claims.done(number, found=bool(rows))
+            ),
+        )
+        if rows is None:  # a sibling's claim, begun after the ticket, found nothing
+            return 0
         with self._lock:
             self._found_nothing = None if rows else (time.monotonic(), generation)
         if not rows:

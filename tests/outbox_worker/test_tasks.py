@@ -193,10 +193,16 @@ def test_the_command_runs_only_the_queues_named_by_its_queues_option():
     assert OutboxTask.objects.get(pk=default.id).status == TaskStatus.PENDING
 
 
+def make_runner(recheck_every: float = 3600) -> TaskRunner:
+    return TaskRunner(
+        worker_id="w:1:a", queues=None, batch_size=10, lease_seconds=60,
+        policy=RetryPolicy.from_settings(), stopping=lambda: False, recheck_every=recheck_every,
+    )  # fmt: skip
+
+
 @pytest.mark.django_db
 def test_while_emails_flow_an_empty_task_queue_is_claimed_again_only_after_a_wake_up():
-    runner = TaskRunner(worker_id="w:1:a", queues=None, batch_size=10, lease_seconds=60,
-                        policy=RetryPolicy.from_settings(), stopping=lambda: False, recheck_every=3600)  # fmt: skip
+    runner = make_runner(recheck_every=3600)
     assert runner.process_batch(force=False, generation=1) == 0  # claimed: nothing there
     result = tasks.noop.enqueue()
     assert runner.process_batch(force=False, generation=1) == 0  # skipped: no wake-up since
@@ -205,13 +211,6 @@ def test_while_emails_flow_an_empty_task_queue_is_claimed_again_only_after_a_wak
     assert OutboxTask.objects.get(pk=result.id).status == TaskStatus.SUCCEEDED
     tasks.noop.enqueue()
     assert runner.process_batch(force=False, generation=2) == 1  # the last claim found work: claim again
-
-
-def make_runner(recheck_every: float = 3600) -> TaskRunner:
-    return TaskRunner(
-        worker_id="w:1:a", queues=None, batch_size=10, lease_seconds=60,
-        policy=RetryPolicy.from_settings(), stopping=lambda: False, recheck_every=recheck_every,
-    )  # fmt: skip
 
 
 @pytest.mark.django_db
